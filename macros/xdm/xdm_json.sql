@@ -1,0 +1,91 @@
+{#-
+    Access to nested XDM fields. Raw events arrive as JSON text (JSON Lines) or as nested
+    Parquet rows that the source turns into JSON, so every engine-specific JSON function sits
+    behind these dispatch macros. A Postgres or Spark implementation goes beside the DuckDB one.
+
+    Paths are written the way Query Service users write them, dot-separated from the record
+    root: xdm_text('event_json', 'commerce.order.priceTotal').
+-#}
+
+{% macro xdm_parse_json(raw_text) -%}
+    {{ return(adapter.dispatch('xdm_parse_json', 'profile_enrichment')(raw_text)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_parse_json(raw_text) -%}
+    case when json_valid({{ raw_text }}) then cast({{ raw_text }} as json) end
+{%- endmacro %}
+
+
+{% macro xdm_text(json_column, path) -%}
+    {{ return(adapter.dispatch('xdm_text', 'profile_enrichment')(json_column, path)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_text(json_column, path) -%}
+    json_extract_string({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+{%- endmacro %}
+
+
+{% macro xdm_json(json_column, path) -%}
+    {{ return(adapter.dispatch('xdm_json', 'profile_enrichment')(json_column, path)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_json(json_column, path) -%}
+    json_extract({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+{%- endmacro %}
+
+
+{#- The JSON type of a field: 'string', 'number', 'boolean', 'object', 'array', 'null', or null when absent. -#}
+{% macro xdm_type(json_column, path) -%}
+    {{ return(adapter.dispatch('xdm_type', 'profile_enrichment')(json_column, path)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_type(json_column, path) -%}
+    case json_type({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+        when 'VARCHAR' then 'string'
+        when 'BIGINT' then 'number'
+        when 'UBIGINT' then 'number'
+        when 'DOUBLE' then 'number'
+        when 'BOOLEAN' then 'boolean'
+        when 'OBJECT' then 'object'
+        when 'ARRAY' then 'array'
+        when 'NULL' then 'null'
+    end
+{%- endmacro %}
+
+
+{#- A number field as double; null when absent or not a JSON number (the type check catches that). -#}
+{% macro xdm_number(json_column, path) -%}
+    case when {{ profile_enrichment.xdm_type(json_column, path) }} = 'number'
+        then cast({{ profile_enrichment.xdm_text(json_column, path) }} as double)
+    end
+{%- endmacro %}
+
+
+{#- An RFC 3339 timestamp string as a UTC timestamp (without time zone); null if unparseable. -#}
+{% macro xdm_timestamp_utc(text_expression) -%}
+    {{ return(adapter.dispatch('xdm_timestamp_utc', 'profile_enrichment')(text_expression)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_timestamp_utc(text_expression) -%}
+    cast(timezone('UTC', try_cast({{ text_expression }} as timestamptz)) as timestamp)
+{%- endmacro %}
+
+
+{#-
+    One row per (key, value) of a JSON object or per element of a JSON array, as a lateral
+    join: `from events, {{ xdm_each('events.event_json', 'identityMap') }} as namespaces`.
+    Columns: key (object key, or array index as text) and value (json).
+-#}
+{% macro xdm_each(json_column, path) -%}
+    {{ return(adapter.dispatch('xdm_each', 'profile_enrichment')(json_column, path)) }}
+{%- endmacro %}
+
+{% macro duckdb__xdm_each(json_column, path) -%}
+    json_each({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+{%- endmacro %}
+
+
+{#- '$' for the record itself, '$.a.b' for a nested field. -#}
+{% macro xdm_json_path(path) -%}
+    {{- '$' if (path | string | trim) == '' else '$.' ~ path -}}
+{%- endmacro %}

@@ -1,0 +1,113 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['identity_key', 'activity_date'],
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+    )
+}}
+{#-
+    The daily rollup every feature is computed from: one row per identity and day with
+    activity. It is additive across days, so features for any as-of date and window are sums
+    over it, and a nightly refresh only recomputes new days plus a late-arrival lookback.
+
+    Sessions come from sess_timeout partitioned by identity AND day: a session never spans
+    midnight (UTC). That keeps each session inside one day, so "as of D" never sees a session
+    that continues on or after D, and the rollup stays exactly additive.
+-#}
+{%- set lookback_days = profile_enrichment.validated_int_var('late_arrival_lookback_days', 0, 3650) -%}
+{%- set timeout_seconds = profile_enrichment.validated_int_var('session_timeout_seconds', 1, 86400) -%}
+
+with
+
+events as (
+    select * from {{ ref('int_events_accepted') }}
+    {% if is_incremental() %}
+    where event_date >= (
+        select {{ dbt.dateadd('day', -lookback_days, 'max(activity_date)') }} from {{ this }}
+    )
+    {% endif %}
+),
+
+web_events as (
+    select * from events
+    where event_group not in ('email_open', 'email_click')
+),
+
+sessionized as (
+    {{ profile_enrichment.sess_timeout(
+        'web_events', 'event_at', timeout_seconds,
+        partition_by=['identity_key', 'event_date'], tiebreak_by=['event_id']) }}
+),
+
+sessions as (
+    select
+        identity_key,
+        event_date,
+        session_num,
+        count(*) as session_events,
+        sum(case when session_is_new then 0 else session_timestamp_diff end) as session_seconds
+    from sessionized
+    group by 1, 2, 3
+),
+
+session_days as (
+    select
+        identity_key,
+        event_date as activity_date,
+        cast(count(*) as bigint) as sessions,
+        cast(sum(session_events) as bigint) as session_events,
+        cast(sum(session_seconds) as double) as session_seconds,
+        cast(sum(case when session_events = 1 then 1 else 0 end) as bigint) as bounced_sessions
+    from sessions
+    group by 1, 2
+),
+
+event_days as (
+    select
+        identity_key,
+        event_date as activity_date,
+        cast(count(*) as bigint) as events,
+        cast(sum(case when event_group = 'page_view' then 1 else 0 end) as bigint) as page_views,
+        cast(sum(case when event_group = 'product_view' then 1 else 0 end) as bigint) as product_views,
+        cast(sum(case when event_group = 'cart_add' then 1 else 0 end) as bigint) as cart_adds,
+        cast(sum(case when event_group = 'checkout' then 1 else 0 end) as bigint) as checkouts,
+        cast(count(distinct order_id) as bigint) as orders,
+        cast(coalesce(sum(revenue), 0) as double) as revenue,
+        cast(sum(case when event_group = 'email_open' then 1 else 0 end) as bigint) as email_opens,
+        cast(sum(case when event_group = 'email_click' then 1 else 0 end) as bigint) as email_clicks,
+        cast(sum(case
+            when event_group in ('page_view', 'product_view', 'cart_add', 'checkout')
+                then 1
+            else 0
+        end) as bigint) as web_events
+    from events
+    group by 1, 2
+),
+
+final as (
+    select
+        event_days.identity_key,
+        event_days.activity_date,
+        event_days.events,
+        event_days.page_views,
+        event_days.product_views,
+        event_days.cart_adds,
+        event_days.checkouts,
+        event_days.orders,
+        event_days.revenue,
+        event_days.email_opens,
+        event_days.email_clicks,
+        event_days.web_events,
+        coalesce(session_days.sessions, 0) as sessions,
+        coalesce(session_days.session_events, 0) as session_events,
+        coalesce(session_days.session_seconds, 0) as session_seconds,
+        coalesce(session_days.bounced_sessions, 0) as bounced_sessions
+    from event_days
+    left join session_days
+        on
+            event_days.identity_key = session_days.identity_key
+            and event_days.activity_date = session_days.activity_date
+)
+
+select * from final
