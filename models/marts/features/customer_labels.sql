@@ -1,0 +1,108 @@
+{#-
+    Training labels for every snapshot row (customer_id, as_of_date). Labels look only at the
+    future of their as-of date S, and exist only when their whole horizon has elapsed before
+    the run's as-of date: no partial windows. A label whose horizon has not elapsed is null.
+
+    Who a snapshot row's future belongs to: its identity as finally stitched (an anonymous
+    visitor who later logs in converts when that person buys).
+-#}
+{%- set churn_days = profile_enrichment.validated_int_var('churn_horizon_days', 1, 3650) -%}
+{%- set conversion_days = profile_enrichment.validated_int_var('conversion_horizon_days', 1, 3650) -%}
+{%- set clv_days = profile_enrichment.validated_int_var('clv_horizon_days', 1, 3650) -%}
+{%- set longest = [churn_days, conversion_days, clv_days] | max -%}
+
+with
+
+snapshots as (
+    select * from {{ ref('customer_feature_snapshots') }}
+),
+
+run_date as (
+    select as_of_date as run_as_of_date from {{ ref('int_run_as_of_date') }}
+),
+
+activity as (
+    select * from {{ ref('int_identity_daily_activity') }}
+    where orders > 0
+),
+
+links as (
+    select * from {{ ref('int_identity_links') }}
+),
+
+purchases as (
+    select
+        coalesce(links.person_key, activity.identity_key) as person_key,
+        activity.activity_date,
+        activity.orders,
+        activity.revenue
+    from activity
+    left join links
+        on activity.identity_key = links.alias_key
+),
+
+snapshot_people as (
+    select
+        snapshots.customer_id,
+        snapshots.as_of_date,
+        snapshots.orders_total,
+        snapshots.is_conversion_eligible,
+        coalesce(links.person_key, snapshots.customer_id) as person_key,
+        run_date.run_as_of_date
+    from snapshots
+    cross join run_date
+    left join links
+        on snapshots.customer_id = links.alias_key
+),
+
+future as (
+    select
+        snapshot_people.customer_id,
+        snapshot_people.as_of_date,
+        cast(coalesce(sum(case when purchases.activity_date
+            < {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
+            then purchases.orders end), 0) as bigint) as orders_in_churn_horizon,
+        cast(coalesce(sum(case when purchases.activity_date
+            < {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
+            then purchases.orders end), 0) as bigint) as orders_in_conversion_horizon,
+        cast(coalesce(sum(case when purchases.activity_date
+            < {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
+            then purchases.revenue end), 0) as double) as revenue_in_clv_horizon
+    from snapshot_people
+    left join purchases
+        on snapshot_people.person_key = purchases.person_key
+        and purchases.activity_date >= snapshot_people.as_of_date
+        and purchases.activity_date < {{ dbt.dateadd('day', longest, 'snapshot_people.as_of_date') }}
+        and purchases.activity_date < snapshot_people.run_as_of_date
+    group by 1, 2
+),
+
+final as (
+    select
+        snapshot_people.customer_id,
+        snapshot_people.as_of_date,
+        case
+            when snapshot_people.orders_total > 0
+                and {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
+                <= snapshot_people.run_as_of_date
+                then future.orders_in_churn_horizon = 0
+        end as is_churned,
+        case
+            when {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
+                <= snapshot_people.run_as_of_date
+                then future.orders_in_conversion_horizon > 0
+        end as is_converted,
+        case
+            when {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
+                <= snapshot_people.run_as_of_date
+                then future.revenue_in_clv_horizon
+        end as future_revenue,
+        snapshot_people.orders_total > 0 as is_churn_eligible,
+        snapshot_people.is_conversion_eligible
+    from snapshot_people
+    inner join future
+        on snapshot_people.customer_id = future.customer_id
+        and snapshot_people.as_of_date = future.as_of_date
+)
+
+select * from final

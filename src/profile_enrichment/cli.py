@@ -1,0 +1,304 @@
+"""The `profile-enrichment` command line.
+
+Every user mistake becomes one line on stderr and exit code 2; a failed dbt run exits 1 with
+a short list of what failed. Heavy imports happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from profile_enrichment import __version__
+from profile_enrichment.errors import UserError
+
+EPILOG_MAIN = """\
+examples:
+  profile-enrichment generate --customers 5000 --days 730 --seed 7 --out data/raw
+  profile-enrichment import-transactions orders.csv --out data/raw \\
+      --customer-col customer_id --date-col order_date --amount-col amount
+  profile-enrichment run --raw data/raw
+  profile-enrichment run --raw data/raw --as-of 2025-06-01 --warehouse /tmp/backtest.duckdb
+
+Settings also come from environment variables (PE_RAW_DIR, PE_WAREHOUSE, PE_AS_OF_DATE,
+PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR) or dbt vars, so `dbt build` behaves the same.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from err
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _parse_date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from err
+
+
+# --------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    from profile_enrichment.generate import generate
+
+    out = Path(args.out)
+    if args.if_changed and _generator_args_match(out, args):
+        print(f"demo data in {out} is up to date (same arguments); not regenerating")
+        return 0
+    started = time.perf_counter()
+    summary = generate(
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        out_dir=out,
+        fmt=args.format,
+        start_date=args.start_date,
+    )
+    seconds = time.perf_counter() - started
+    print(
+        f"generated {summary.events:,} events for {summary.customers:,} people "
+        f"({summary.purchases:,} purchases) in {seconds:.1f}s -> {out}"
+    )
+    return 0
+
+
+def _generator_args_match(out: Path, args: argparse.Namespace) -> bool:
+    meta = out / "_generator.json"
+    if not meta.exists():
+        return False
+    try:
+        recorded = json.loads(meta.read_text()).get("arguments", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    wanted = {
+        "customers": args.customers,
+        "days": args.days,
+        "seed": args.seed,
+        "fmt": args.format,
+        "start_date": args.start_date.isoformat(),
+    }
+    return all(str(recorded.get(k)) == str(v) for k, v in wanted.items())
+
+
+# --------------------------------------------------------------------------------------------
+# import-transactions
+# --------------------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from profile_enrichment.importer import import_transactions
+
+    path = Path(args.file)
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    summary = import_transactions(
+        path,
+        Path(args.out),
+        customer_col=args.customer_col,
+        date_col=args.date_col,
+        amount_col=args.amount_col,
+        order_col=args.order_col,
+        quantity_col=args.quantity_col,
+        sku_col=args.sku_col,
+        category_col=args.category_col,
+        currency_col=args.currency_col,
+        currency=args.currency,
+        date_format=args.date_format,
+        fmt=args.format,
+    )
+    print(
+        f"read {summary.rows_read:,} rows: imported {summary.rows_imported:,} "
+        f"as {summary.orders:,} orders, rejected {summary.rows_rejected:,}"
+    )
+    if summary.rows_rejected:
+        print(f"rejected rows and reasons: {summary.rejects_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from profile_enrichment.project import (
+        check_warehouse_free,
+        find_project_dir,
+        inspect_raw_dir,
+        parse_as_of,
+        run_dbt,
+    )
+
+    project_dir = find_project_dir()
+    target = args.target or os.environ.get("PE_TARGET", "dev")
+    if target not in ("dev", "ci"):
+        raise UserError(f"--target must be dev or ci, got {target!r}")
+    raw = _resolve(project_dir, args.raw or os.environ.get("PE_RAW_DIR", "data/raw"))
+    raw_input = inspect_raw_dir(raw)
+    as_of = parse_as_of(args.as_of if args.as_of is not None else os.environ.get("PE_AS_OF_DATE"))
+
+    env = {"PE_TARGET": target}
+    warehouse = None
+    if target == "dev":
+        warehouse = _resolve(
+            project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
+        )
+        check_warehouse_free(warehouse)
+        env["PE_WAREHOUSE"] = str(warehouse)
+    dbt_vars = {
+        "raw_dir": str(raw),
+        "raw_format": raw_input.format,
+        "raw_profiles": raw_input.has_profiles,
+        "as_of_date": as_of or "",
+    }
+    command = ["build", "--target", target]
+    if args.full_refresh:
+        command.append("--full-refresh")
+    if args.select:
+        command += ["--select", args.select]
+    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet)
+    if result.locked:
+        raise UserError(
+            f"another run holds the warehouse {warehouse}",
+            hint="wait for it to finish, or close the program that has the file open",
+        )
+    _print_summary(result.summary, raw_input, warehouse)
+    if result.returncode != 0:
+        print(f"dbt build failed (exit {result.returncode}):", file=sys.stderr)
+        for failure in result.failures[:20] or ["see the dbt output above"]:
+            print(f"  - {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _resolve(project_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (project_dir / path)
+
+
+def _print_summary(summary: dict | None, raw_input, warehouse: Path | None) -> None:
+    print()
+    print(f"raw input:   {raw_input.root} ({raw_input.format}, {len(raw_input.event_files)} files)")
+    if summary:
+        print(
+            f"events:      {summary['records_read']:,} read, {summary['accepted']:,} accepted, "
+            f"{summary['quarantined']:,} quarantined"
+        )
+        for reason, count in summary.get("quarantine_reasons", {}).items():
+            print(f"             - {reason}: {count:,}")
+        if summary.get("as_of_date"):
+            print(f"as-of date:  {summary['as_of_date']}")
+    where = str(warehouse) if warehouse else "in memory (target ci)"
+    print(f"warehouse:   {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profile-enrichment",
+        description="Open, local-first profile enrichment for Adobe Experience Platform.",
+        epilog=EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = sub.add_parser(
+        "generate",
+        help="write synthetic XDM events with a known ground truth",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  profile-enrichment generate --customers 2000 --days 365 --seed 7 --out data/raw",
+    )
+    gen.add_argument("--customers", type=_positive_int, default=5000, help="people to simulate")
+    gen.add_argument("--days", type=_positive_int, default=730, help="length of the history")
+    gen.add_argument("--seed", type=int, default=7, help="random seed (same seed, same bytes)")
+    gen.add_argument("--out", required=True, help="output folder (events/, profiles/, ...)")
+    gen.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    gen.add_argument(
+        "--start-date", type=_parse_date, default=_parse_date("2024-01-01"), help="first day"
+    )
+    gen.add_argument(
+        "--if-changed", action="store_true", help="skip when OUT already holds the same data"
+    )
+    gen.set_defaults(func=cmd_generate)
+
+    imp = sub.add_parser(
+        "import-transactions",
+        help="turn a CSV or Parquet of orders into XDM purchase events",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  profile-enrichment import-transactions orders.csv --out data/raw \\\n"
+            "      --customer-col customer_id --date-col order_date --amount-col amount\n"
+            "  profile-enrichment import-transactions CDNOW_master.txt --out data/cdnow \\\n"
+            "      --customer-col 0 --date-col 1 --amount-col 3 --date-format %Y%m%d"
+        ),
+    )
+    imp.add_argument("file", help="CSV (comma, semicolon or tab) or Parquet file")
+    imp.add_argument("--out", required=True, help="output folder; events go to OUT/events/")
+    imp.add_argument("--customer-col", required=True, help="column with the customer id (CRMID)")
+    imp.add_argument("--date-col", required=True, help="column with the order date or timestamp")
+    imp.add_argument("--amount-col", required=True, help="column with the order or line amount")
+    imp.add_argument("--order-col", help="order id column (rows sharing it form one order)")
+    imp.add_argument("--quantity-col", help="quantity column")
+    imp.add_argument("--sku-col", help="product SKU column")
+    imp.add_argument("--category-col", help="product category column")
+    imp.add_argument("--currency-col", help="currency code column")
+    imp.add_argument("--currency", default="USD", help="currency when there is no column")
+    imp.add_argument("--date-format", help="strptime format, e.g. %%Y%%m%%d (default: ISO 8601)")
+    imp.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    imp.set_defaults(func=cmd_import)
+
+    run = sub.add_parser(
+        "run",
+        help="build the pipeline (dbt build) on a raw folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  profile-enrichment run --raw data/raw\n"
+            "  profile-enrichment run --raw data/raw --as-of 2025-06-01\n"
+            "  profile-enrichment run --raw data/raw --target ci    # in memory, nothing kept"
+        ),
+    )
+    run.add_argument("--raw", help="folder with events/ (env PE_RAW_DIR; default data/raw)")
+    run.add_argument("--warehouse", help="DuckDB file (env PE_WAREHOUSE; default data/warehouse.duckdb)")
+    run.add_argument("--as-of", help="as-of date YYYY-MM-DD (env PE_AS_OF_DATE; default: newest event + 1 day)")
+    run.add_argument("--target", choices=["dev", "ci"], help="dbt target (env PE_TARGET; default dev)")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    run.add_argument("--select", help="dbt node selection, e.g. 'tag:features'")
+    run.add_argument("--quiet", action="store_true", help="hide dbt's own output")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

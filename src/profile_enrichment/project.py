@@ -1,0 +1,197 @@
+"""Running dbt for the user: project discovery, settings as vars, lock detection, summaries.
+
+dbt runs in a subprocess, from the project root (profile paths resolve against the working
+directory), so the DuckDB file is released the moment dbt exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from profile_enrichment.errors import UserError
+
+SUMMARY_MARKER = "PE_RUN_SUMMARY "
+_LOCK_PATTERNS = ("Could not set lock on file", "Conflicting lock is held")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The dbt project root: $PE_PROJECT_DIR, else the nearest parent with dbt_project.yml."""
+    env = os.environ.get("PE_PROJECT_DIR")
+    candidates = [Path(env)] if env else []
+    here = (start or Path.cwd()).resolve()
+    candidates += [here, *here.parents]
+    candidates.append(Path(__file__).resolve().parents[2])  # editable install: the repo root
+    for candidate in candidates:
+        if (candidate / "dbt_project.yml").is_file():
+            return candidate
+    raise UserError(
+        "no dbt project found (dbt_project.yml)",
+        hint="run from the project folder or set PE_PROJECT_DIR",
+    )
+
+
+def dbt_executable() -> str:
+    """The dbt next to this Python (the project's venv), else the one on PATH."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def parse_as_of(value: str | None) -> str | None:
+    """Validate an as-of date given on the command line (YYYY-MM-DD, a real date)."""
+    if value is None or value == "":
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise UserError(f"--as-of must be a date as YYYY-MM-DD, got {value[:40]!r}")
+    try:
+        date.fromisoformat(value)
+    except ValueError as err:
+        raise UserError(f"--as-of is not a real date: {value}") from err
+    return value
+
+
+@dataclass
+class RawInput:
+    """What a raw folder holds: the event format and whether profiles are present."""
+
+    root: Path
+    format: str
+    event_files: list[Path]
+    has_profiles: bool
+
+
+def inspect_raw_dir(raw: Path) -> RawInput:
+    """Check a raw folder before dbt reads it, so mistakes get one clear line."""
+    if not raw.exists():
+        raise UserError(f"raw folder not found: {raw}", hint="generate data or pass --raw DIR")
+    events_dir = raw / "events"
+    if not events_dir.is_dir():
+        raise UserError(
+            f"{raw} has no events/ folder",
+            hint="put XDM ExperienceEvent files (Parquet or JSON Lines) in DIR/events/",
+        )
+    parquet = sorted(events_dir.glob("*.parquet"))
+    jsonl = sorted(p for p in events_dir.glob("*.json*") if p.suffix in (".json", ".jsonl"))
+    if parquet and jsonl:
+        raise UserError(
+            f"{events_dir} mixes Parquet and JSON Lines files",
+            hint="keep one format per folder (AEP exports one format per dataset)",
+        )
+    if not parquet and not jsonl:
+        raise UserError(
+            f"{events_dir} holds no event files (*.parquet, *.json, *.jsonl)",
+            hint="point --raw at a folder written by `generate`, `import-transactions` or an AEP export",
+        )
+    fmt = "parquet" if parquet else "jsonl"
+    profiles_dir = raw / "profiles"
+    pattern = "*.parquet" if fmt == "parquet" else "*.json*"
+    has_profiles = profiles_dir.is_dir() and any(profiles_dir.glob(pattern))
+    _check_parquet_files(parquet)
+    return RawInput(raw, fmt, parquet or jsonl, has_profiles)
+
+
+def _check_parquet_files(files: list[Path]) -> None:
+    """A truncated or non-Parquet file would fail the whole read: name it instead."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            pq.read_metadata(path)
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise UserError(
+                f"{path} is not a readable Parquet file ({type(err).__name__})",
+                hint="re-export or remove the file; nothing was loaded",
+            ) from err
+
+
+def check_warehouse_free(path: Path) -> None:
+    """Fail fast, with a clear message, when another process holds the DuckDB file."""
+    import duckdb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        duckdb.connect(str(path)).close()
+    except duckdb.IOException as err:
+        if any(p in str(err) for p in _LOCK_PATTERNS):
+            raise UserError(
+                f"another run holds the warehouse {path}",
+                hint="wait for it to finish, or close the program that has the file open",
+            ) from err
+        raise UserError(f"cannot open the warehouse {path}: {err}") from err
+
+
+@dataclass
+class DbtResult:
+    """The outcome of one dbt invocation."""
+
+    returncode: int
+    failures: list[str] = field(default_factory=list)
+    summary: dict | None = None
+    locked: bool = False
+
+
+def run_dbt(
+    project_dir: Path,
+    command: list[str],
+    dbt_vars: dict,
+    env: dict[str, str],
+    quiet: bool = False,
+) -> DbtResult:
+    """Run `dbt <command>` in the project root and collect failures and the run summary."""
+    args = [dbt_executable(), *command, "--vars", json.dumps(dbt_vars, sort_keys=True)]
+    full_env = {
+        **os.environ,
+        "DBT_PROFILES_DIR": str(project_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+        **env,
+    }
+    proc = subprocess.Popen(
+        args,
+        cwd=project_dir,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    summary = None
+    locked = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if SUMMARY_MARKER in line:
+            payload = line.split(SUMMARY_MARKER, 1)[1].strip()
+            try:
+                summary = json.loads(payload)
+            except json.JSONDecodeError:
+                summary = None
+            continue
+        if any(p in line for p in _LOCK_PATTERNS):
+            locked = True
+        if not quiet:
+            sys.stdout.write(line)
+    returncode = proc.wait()
+    return DbtResult(returncode, _failures(project_dir), summary, locked)
+
+
+def _failures(project_dir: Path) -> list[str]:
+    results = project_dir / "target" / "run_results.json"
+    if not results.exists():
+        return []
+    try:
+        data = json.loads(results.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    failed = []
+    for result in data.get("results", []):
+        if result.get("status") in ("error", "fail", "runtime error"):
+            message = (result.get("message") or "").strip().splitlines()
+            first = message[0] if message else ""
+            failed.append(f"{result.get('unique_id')}: {result.get('status')} {first}".strip())
+    return failed
