@@ -10,16 +10,20 @@
       <prefix>_depth           position of the event within its session, from 1
       <prefix>_previous_timestamp  the previous event's timestamp in the partition (helper column)
 
-    A new session starts when the gap to the previous event exceeds expiration_seconds.
-    Rows whose timestamp is null get null session columns and do not break other sessions.
+    A new session starts when the gap to the previous event reaches expiration_seconds
+    (gap >= expiration_seconds): Adobe defines expirationInSeconds as "the number of seconds
+    needed between events to qualify the end of the current session and the start of a new
+    session", and its example shows timestamp_diff = 0 for the first event (0,1,true,1).
+    https://experienceleague.adobe.com/en/docs/experience-platform/query/sql/adobe-defined-functions
+    Gaps are whole elapsed seconds, truncated (adf_elapsed_seconds), so with a whole-second
+    timeout the split is exact even for sub-second timestamps. Rows whose timestamp is null get
+    null session columns and do not break other sessions.
 
     Usage (in a CTE):  sessionized as ({{ sess_timeout('events', 'event_at', 1800, ['person_id']) }})
 -#}
 {% macro sess_timeout(relation, timestamp_column, expiration_seconds, partition_by, tiebreak_by=none, prefix='session') -%}
-    {%- set partitions = partition_by if partition_by is not string else [partition_by] -%}
-    {%- set order_columns = [timestamp_column] + ((tiebreak_by if tiebreak_by is not string else [tiebreak_by]) if tiebreak_by else []) -%}
-    {%- set partition_sql = partitions | join(', ') -%}
-    {%- set order_sql = order_columns | join(', ') -%}
+    {%- set partition_sql = profile_enrichment.adf_column_list(partition_by) | join(', ') -%}
+    {%- set order_sql = ([timestamp_column] + profile_enrichment.adf_column_list(tiebreak_by)) | join(', ') -%}
     select
         with_session_numbers.*,
         case when {{ timestamp_column }} is not null
@@ -32,24 +36,24 @@
         select
             with_gaps.*,
             case when {{ timestamp_column }} is not null
-                then sum(case when {{ prefix }}_is_new then 1 else 0 end) over (
+                then cast(sum(case when {{ prefix }}_is_new then 1 else 0 end) over (
                     partition by {{ partition_sql }}, {{ timestamp_column }} is null
                     order by {{ order_sql }}
                     rows between unbounded preceding and current row
-                )
+                ) as {{ dbt.type_bigint() }})
             end as {{ prefix }}_num
         from (
             select
                 with_previous.*,
                 case when {{ timestamp_column }} is not null
                     then coalesce(
-                        {{ dbt.datediff(prefix ~ '_previous_timestamp', timestamp_column, 'second') }}, 0
+                        {{ profile_enrichment.adf_elapsed_seconds(prefix ~ '_previous_timestamp', timestamp_column) }}, 0
                     )
                 end as {{ prefix }}_timestamp_diff,
                 case when {{ timestamp_column }} is not null
                     then {{ prefix }}_previous_timestamp is null
-                        or {{ dbt.datediff(prefix ~ '_previous_timestamp', timestamp_column, 'second') }}
-                        > {{ expiration_seconds }}
+                        or {{ profile_enrichment.adf_elapsed_seconds(prefix ~ '_previous_timestamp', timestamp_column) }}
+                        >= {{ expiration_seconds }}
                 end as {{ prefix }}_is_new
             from (
                 select

@@ -155,7 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         check_warehouse_free(warehouse)
         env["PE_WAREHOUSE"] = str(warehouse)
+    default_artifacts = "data/artifacts" if target == "dev" else "data/ci/artifacts"
+    artifacts = _resolve(
+        project_dir, args.artifacts or os.environ.get("PE_ARTIFACTS_DIR", default_artifacts)
+    )
     dbt_vars = {
+        "artifacts_dir": str(artifacts),
         "raw_dir": str(raw),
         "raw_format": raw_input.format,
         "raw_profiles": raw_input.has_profiles,
@@ -273,10 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--raw", help="folder with events/ (env PE_RAW_DIR; default data/raw)")
-    run.add_argument("--warehouse", help="DuckDB file (env PE_WAREHOUSE; default data/warehouse.duckdb)")
-    run.add_argument("--as-of", help="as-of date YYYY-MM-DD (env PE_AS_OF_DATE; default: newest event + 1 day)")
-    run.add_argument("--target", choices=["dev", "ci"], help="dbt target (env PE_TARGET; default dev)")
-    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    run.add_argument(
+        "--warehouse", help="DuckDB file (env PE_WAREHOUSE; default data/warehouse.duckdb)"
+    )
+    run.add_argument(
+        "--as-of", help="as-of date YYYY-MM-DD (env PE_AS_OF_DATE; default: newest event + 1 day)"
+    )
+    run.add_argument(
+        "--target", choices=["dev", "ci"], help="dbt target (env PE_TARGET; default dev)"
+    )
+    run.add_argument(
+        "--artifacts",
+        help="model registry folder (env PE_ARTIFACTS_DIR; default data/artifacts, data/ci/artifacts for ci)",
+    )
+    run.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+    )
     run.add_argument("--select", help="dbt node selection, e.g. 'tag:features'")
     run.add_argument("--quiet", action="store_true", help="hide dbt's own output")
     run.set_defaults(func=cmd_run)

@@ -11,12 +11,11 @@
     activity. It is additive across days, so features for any as-of date and window are sums
     over it, and a nightly refresh only recomputes new days plus a late-arrival lookback.
 
-    Sessions come from sess_timeout partitioned by identity AND day: a session never spans
-    midnight (UTC). That keeps each session inside one day, so "as of D" never sees a session
-    that continues on or after D, and the rollup stays exactly additive.
+    Sessions come from int_events_sessionized (sess_timeout partitioned by identity AND day): a
+    session never spans midnight (UTC). That keeps each session inside one day, so "as of D"
+    never sees a session that continues on or after D, and the rollup stays exactly additive.
 -#}
 {%- set lookback_days = profile_enrichment.validated_int_var('late_arrival_lookback_days', 0, 3650) -%}
-{%- set timeout_seconds = profile_enrichment.validated_int_var('session_timeout_seconds', 1, 86400) -%}
 
 with
 
@@ -29,15 +28,13 @@ events as (
     {% endif %}
 ),
 
-web_events as (
-    select * from events
-    where event_group not in ('email_open', 'email_click')
-),
-
 sessionized as (
-    {{ profile_enrichment.sess_timeout(
-        'web_events', 'event_at', timeout_seconds,
-        partition_by=['identity_key', 'event_date'], tiebreak_by=['event_id']) }}
+    select * from {{ ref('int_events_sessionized') }}
+    {% if is_incremental() %}
+    where event_date >= (
+        select {{ dbt.dateadd('day', -lookback_days, 'max(activity_date)') }} from {{ this }}
+    )
+    {% endif %}
 ),
 
 sessions as (

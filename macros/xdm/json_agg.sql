@@ -1,0 +1,15 @@
+{#-
+    Aggregate rows into a JSON array of objects, ordered: used to nest lists (top categories)
+    into one column of profile_insights. `fields` is a list of (json key, SQL expression) pairs.
+-#}
+{% macro json_array_agg(fields, order_by) -%}
+    {{ return(adapter.dispatch('json_array_agg', 'profile_enrichment')(fields, order_by)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_array_agg(fields, order_by) -%}
+    cast(to_json(list(struct_pack(
+        {%- for key, expression in fields %}
+        "{{ key }}" := {{ expression }}{{ "," if not loop.last }}
+        {%- endfor %}
+    ) order by {{ order_by }})) as varchar)
+{%- endmacro %}

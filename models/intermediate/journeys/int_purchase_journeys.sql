@@ -1,0 +1,117 @@
+{#-
+    One row per accepted purchase, with the path around it and the touches credited for it,
+    computed with emulated Query Service ADFs (macros/adf/) over each identity's whole event
+    stream, ordered by event_at then event_id:
+
+      PREVIOUS / NEXT                 previous and next purchase, the page just before it
+      TIME_BETWEEN_PREVIOUS_MATCH     seconds since the last email click
+      TIME_BETWEEN_NEXT_MATCH         hours until the next email click (negative, as in Adobe)
+      ATTRIBUTION_FIRST/LAST_TOUCH    first and last marketing touch, with and without a 7-day
+                                      expiry (_EXP_TIMEOUT)
+
+    Touches: an email click is an 'email' touch and a page view a 'web' touch; every other event
+    is not a touch. Identities are not stitched here (identity_key is the event's own identity).
+-#}
+{%- set attribution_timeout_seconds = 7 * 86400 -%}
+{%- set partition_by = ['identity_key'] -%}
+{%- set order_by = ['event_at', 'event_id'] -%}
+
+with
+
+events as (
+    select * from {{ ref('int_events_accepted') }}
+),
+
+journey_events as (
+    select
+        event_id,
+        identity_key,
+        event_group,
+        event_at,
+        revenue,
+        currency_code,
+        page_name,
+        case when event_group = 'purchase' then event_at end as purchase_at,
+        case event_group
+            when 'email_click' then 'email'
+            when 'page_view' then 'web'
+        end as touch_channel
+    from events
+),
+
+pathed as (
+    select
+        journey_events.*,
+        {{ profile_enrichment.adf_previous(
+            'purchase_at', 1, ignore_nulls=true, partition_by=partition_by, order_by=order_by) }}
+            as previous_purchase_at,
+        {{ profile_enrichment.adf_previous(
+            'purchase_at', 2, ignore_nulls=true, partition_by=partition_by, order_by=order_by) }}
+            as second_previous_purchase_at,
+        {{ profile_enrichment.adf_next(
+            'purchase_at', 1, ignore_nulls=true, partition_by=partition_by, order_by=order_by) }}
+            as next_purchase_at,
+        {{ profile_enrichment.adf_previous(
+            'page_name', 1, partition_by=partition_by, order_by=order_by) }}
+            as previous_page_name,
+        {{ profile_enrichment.adf_time_between_previous_match(
+            'event_at', "event_group = 'email_click'", 'seconds',
+            partition_by=partition_by, tiebreak_by=['event_id']) }}
+            as seconds_since_previous_email_click,
+        {{ profile_enrichment.adf_time_between_next_match(
+            'event_at', "event_group = 'email_click'", 'hours',
+            partition_by=partition_by, tiebreak_by=['event_id']) }}
+            as hours_until_next_email_click
+    from journey_events
+),
+
+first_touched as (
+    {{ profile_enrichment.adf_attribution_first_touch(
+        'pathed', 'event_at', 'channel', 'touch_channel',
+        partition_by=partition_by, tiebreak_by=['event_id']) }}
+),
+
+last_touched as (
+    {{ profile_enrichment.adf_attribution_last_touch(
+        'first_touched', 'event_at', 'channel', 'touch_channel',
+        partition_by=partition_by, tiebreak_by=['event_id']) }}
+),
+
+first_touched_in_timeout as (
+    {{ profile_enrichment.adf_attribution_first_touch_exp_timeout(
+        'last_touched', 'event_at', 'channel', 'touch_channel', attribution_timeout_seconds,
+        partition_by=partition_by, tiebreak_by=['event_id']) }}
+),
+
+last_touched_in_timeout as (
+    {{ profile_enrichment.adf_attribution_last_touch_exp_timeout(
+        'first_touched_in_timeout', 'event_at', 'channel', 'touch_channel', attribution_timeout_seconds,
+        partition_by=partition_by, tiebreak_by=['event_id']) }}
+),
+
+final as (
+    select
+        event_id,
+        identity_key,
+        event_at,
+        revenue,
+        currency_code,
+        previous_purchase_at,
+        second_previous_purchase_at,
+        next_purchase_at,
+        previous_page_name,
+        seconds_since_previous_email_click,
+        hours_until_next_email_click,
+        first_touch_value as first_touch_channel,
+        first_touch_timestamp as first_touch_at,
+        last_touch_value as last_touch_channel,
+        last_touch_timestamp as last_touch_at,
+        first_touch_exp_timeout_value as first_touch_channel_exp_timeout,
+        first_touch_exp_timeout_timestamp as first_touch_exp_timeout_at,
+        last_touch_exp_timeout_value as last_touch_channel_exp_timeout,
+        last_touch_exp_timeout_timestamp as last_touch_exp_timeout_at
+    from last_touched_in_timeout
+    where event_group = 'purchase'
+)
+
+select * from final

@@ -1,0 +1,19 @@
+"""Churn propensity: trained on matured snapshots of customers who had purchased.
+
+Logic: profile_enrichment.ml.workflows.run_propensity (training, guardrails, registry, scoring).
+"""
+
+from profile_enrichment.ml import workflows
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
+    features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
+    training = (
+        dbt.ref("int_training_examples").filter("is_churn_eligible and is_churned is not null").df()
+    )
+    scoring = dbt.ref("customer_features").df()
+    registry = workflows.open_registry(config)
+    return workflows.run_propensity("churn", training, scoring, features, registry, config)

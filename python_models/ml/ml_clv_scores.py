@@ -1,0 +1,16 @@
+"""Lifetime value (BG/NBD + Gamma-Gamma) for every customer with a purchase.
+
+Logic: profile_enrichment.ml.workflows.run_clv (tested in tests/test_workflows.py).
+"""
+
+from profile_enrichment.ml import workflows
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
+    features = dbt.ref("customer_features").df()
+    holdout = dbt.ref("int_training_examples").filter("future_revenue is not null").df()
+    holdout = holdout[holdout["as_of_date"] == holdout["as_of_date"].max()]
+    return workflows.run_clv(features, workflows.open_registry(config), config, holdout)

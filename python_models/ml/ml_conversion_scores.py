@@ -1,0 +1,21 @@
+"""Conversion propensity: trained on matured snapshots of customers without a recent order.
+
+Logic: profile_enrichment.ml.workflows.run_propensity (training, guardrails, registry, scoring).
+"""
+
+from profile_enrichment.ml import workflows
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
+    features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
+    training = (
+        dbt.ref("int_training_examples")
+        .filter("is_conversion_eligible and is_converted is not null")
+        .df()
+    )
+    scoring = dbt.ref("customer_features").df()
+    registry = workflows.open_registry(config)
+    return workflows.run_propensity("conversion", training, scoring, features, registry, config)

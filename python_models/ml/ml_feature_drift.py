@@ -1,0 +1,22 @@
+"""Feature drift: PSI of every model feature between training snapshots and today's population.
+
+Logic: profile_enrichment.ml.workflows.run_drift.
+"""
+
+from profile_enrichment.ml import workflows
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
+    features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
+    columns = ", ".join(features) if features else "customer_id"
+    training = (
+        dbt.ref("int_training_examples")
+        .filter("is_churned is not null or is_converted is not null")
+        .project(columns)
+        .df()
+    )
+    scoring = dbt.ref("customer_features").project(columns).df()
+    return workflows.run_drift(training, scoring, features, config)

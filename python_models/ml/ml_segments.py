@@ -1,0 +1,15 @@
+"""Customer segments: k-means on the features tagged `segmentation: true` in YAML.
+
+Logic: profile_enrichment.ml.workflows.run_segments.
+"""
+
+from profile_enrichment.ml import workflows
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
+    _, segmentation = workflows.feature_lists(dbt.ref("feature_catalog").df())
+    features = dbt.ref("customer_features").df()
+    return workflows.run_segments(features, segmentation, workflows.open_registry(config), config)
