@@ -12,6 +12,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from profile_enrichment.ml.explain import (
     LinearExplainer,
@@ -21,6 +22,13 @@ from profile_enrichment.ml.explain import (
     importance_labels,
     top_factors,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_openmp_thread():
+    """HistGradientBoosting's OpenMP threads crawl when the shared cores are busy."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 def _data(n: int = 1500, n_features: int = 4, seed: int = 0, nan_rate: float = 0.1):
@@ -44,9 +52,7 @@ def _tree_outputs(model: HistGradientBoostingClassifier, X: np.ndarray) -> np.nd
     n_features = X.shape[1]
     no_cats = np.zeros((0, 8), dtype=np.uint32)
     f_idx_map = np.zeros(n_features, dtype=np.uint32)
-    return np.column_stack(
-        [p[0].predict(X, no_cats, f_idx_map, 1) for p in model._predictors]
-    )
+    return np.column_stack([p[0].predict(X, no_cats, f_idx_map, 1) for p in model._predictors])
 
 
 # --------------------------------------------------------------------------------------
@@ -134,7 +140,8 @@ def test_tree_shap_additive_model_matches_per_feature_shape_functions() -> None:
     np.testing.assert_allclose(score_out.sum(axis=1) + baseline, model.decision_function(Xs))
 
     features_of_tree = [
-        set(p[0].nodes["feature_idx"][~p[0].nodes["is_leaf"].astype(bool)]) for p in model._predictors
+        set(p[0].nodes["feature_idx"][~p[0].nodes["is_leaf"].astype(bool)])
+        for p in model._predictors
     ]
     assert all(len(f) <= 1 for f in features_of_tree)
     exp = TreeShapExplainer(model).explain(Xs)
@@ -145,7 +152,9 @@ def test_tree_shap_additive_model_matches_per_feature_shape_functions() -> None:
         np.testing.assert_allclose(exp.values[:, j], expected, atol=1e-9)
 
 
-def _path_dependent_value(nodes: np.ndarray, x: np.ndarray, subset: set[int], node: int = 0) -> float:
+def _path_dependent_value(
+    nodes: np.ndarray, x: np.ndarray, subset: set[int], node: int = 0
+) -> float:
     """Algorithm 1 (EXPVALUE): E[f(x) | x_S] with branches weighted by training cover."""
     n = nodes[node]
     if n["is_leaf"]:

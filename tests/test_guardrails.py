@@ -118,7 +118,9 @@ def test_perfectly_separating_feature_is_a_leak() -> None:
     frame = _frame()
     churned = frame["is_churned"].to_numpy(dtype=bool)
     rng = np.random.default_rng(1)
-    frame["days_since_cancel"] = np.where(churned, rng.uniform(10, 20, len(frame)), rng.uniform(0, 5, len(frame)))
+    frame["days_since_cancel"] = np.where(
+        churned, rng.uniform(10, 20, len(frame)), rng.uniform(0, 5, len(frame))
+    )
     report = _check(frame, [*FEATURES, "days_since_cancel"])
     assert report.reasons == ["label_leak:days_since_cancel"]
     assert "AUC 1.0000" in report.messages[0]

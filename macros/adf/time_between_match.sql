@@ -15,8 +15,8 @@
       * The current row counts as a match (Adobe's frames end/start at CURRENT ROW, and the
         matching page itself averages 0.0 in both documented examples).
       * Whole units, truncated toward zero: whole elapsed seconds (adf_elapsed_seconds)
-        floor-divided by the unit. The documented averages are exact ratios of whole numbers (e.g. 1523/209), which
-        per-row fractions would not give.
+        floor-divided by the unit. The documented averages are exact ratios of whole numbers
+        (e.g. 1523/209), which per-row fractions would not give.
       * The window is ordered by the timestamp, then tiebreak_by; a null timestamp gives null and
         never matches.
 -#}

@@ -117,6 +117,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         currency=args.currency,
         date_format=args.date_format,
         fmt=args.format,
+        delimiter=args.delimiter,
+        column_names=[c.strip() for c in args.column_names.split(",")]
+        if args.column_names
+        else None,
     )
     print(
         f"read {summary.rows_read:,} rows: imported {summary.rows_imported:,} "
@@ -248,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  profile-enrichment import-transactions orders.csv --out data/raw \\\n"
             "      --customer-col customer_id --date-col order_date --amount-col amount\n"
             "  profile-enrichment import-transactions CDNOW_master.txt --out data/cdnow \\\n"
-            "      --customer-col 0 --date-col 1 --amount-col 3 --date-format %Y%m%d"
+            "      --delimiter whitespace --column-names customer_id,date,quantity,amount \\\n"
+            "      --customer-col customer_id --date-col date --quantity-col quantity \\\n"
+            "      --amount-col amount --date-format %Y%m%d"
         ),
     )
     imp.add_argument("file", help="CSV (comma, semicolon or tab) or Parquet file")
@@ -263,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--currency-col", help="currency code column")
     imp.add_argument("--currency", default="USD", help="currency when there is no column")
     imp.add_argument("--date-format", help="strptime format, e.g. %%Y%%m%%d (default: ISO 8601)")
+    imp.add_argument(
+        "--delimiter",
+        choices=[",", ";", "\t", "whitespace"],
+        help="field separator (default: sniffed from the first line)",
+    )
+    imp.add_argument(
+        "--column-names",
+        help="comma-separated names for a file without a header row, e.g. customer_id,date,quantity,amount",
+    )
     imp.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     imp.set_defaults(func=cmd_import)
 

@@ -412,7 +412,8 @@ def _simulate_chunk(
     p_owner, p_t = p_owner[order], p_t[order]
     n_purch = np.bincount(p_owner, minlength=n)
     last_purchase = np.full(n, np.nan)
-    last_purchase[p_owner] = p_t  # sorted by time within owner -> the last write wins
+    has_purchase = n_purch > 0
+    last_purchase[has_purchase] = p_t[(np.cumsum(n_purch) - 1)[has_purchase]]  # time-sorted
 
     # activity ends: buyers at the BG/NBD dropout, others at an engagement lapse
     lapse = join + rng.exponential(
@@ -992,7 +993,7 @@ def generate(
     start_date: date = date(2024, 1, 1),
     *,
     params: PopulationParams | None = None,
-    chunk_customers: int = 10_000,
+    chunk_customers: int = 5_000,
     events_per_file: int = 2_000_000,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,

@@ -191,7 +191,8 @@ def _failures(project_dir: Path) -> list[str]:
     failed = []
     for result in data.get("results", []):
         if result.get("status") in ("error", "fail", "runtime error"):
-            message = (result.get("message") or "").strip().splitlines()
-            first = message[0] if message else ""
-            failed.append(f"{result.get('unique_id')}: {result.get('status')} {first}".strip())
+            lines = [ln.strip() for ln in (result.get("message") or "").splitlines() if ln.strip()]
+            # A Python model's message is a traceback: its last line says what went wrong.
+            detail = lines[-1] if lines else ""
+            failed.append(f"{result.get('unique_id')}: {detail}".strip())
     return failed

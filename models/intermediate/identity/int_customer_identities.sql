@@ -8,7 +8,10 @@
 with
 
 customers as (
-    select customer_id, as_of_date from {{ ref('customer_features') }}
+    select
+        customer_id,
+        as_of_date
+    from {{ ref('customer_features') }}
 ),
 
 links as (
@@ -35,7 +38,8 @@ profile_links as (
     from profile_identities
     inner join profile_people
         on profile_identities.profile_record_key = profile_people.profile_record_key
-    where profile_people.person_key is not null
+    where
+        profile_people.person_key is not null
         and profile_identities.identity_value is not null
 ),
 
@@ -52,8 +56,9 @@ known_identities as (
         links.linked_date as seen_date
     from customers
     inner join links
-        on customers.customer_id = links.person_key
-        and links.linked_date < customers.as_of_date
+        on
+            customers.customer_id = links.person_key
+            and customers.as_of_date > links.linked_date
     union all
     select
         customers.customer_id,
@@ -79,7 +84,7 @@ ranked as (
         *,
         row_number() over (
             partition by customer_id, namespace
-            order by seen_date desc nulls last, identity_value
+            order by seen_date desc nulls last, identity_value asc
         ) as recency_rank
     from split
 ),

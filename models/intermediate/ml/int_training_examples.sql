@@ -22,8 +22,9 @@ final as (
         labels.is_churn_eligible
     from snapshots
     inner join labels
-        on snapshots.customer_id = labels.customer_id
-        and snapshots.as_of_date = labels.as_of_date
+        on
+            snapshots.customer_id = labels.customer_id
+            and snapshots.as_of_date = labels.as_of_date
 )
 
 select * from final

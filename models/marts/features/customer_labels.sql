@@ -59,21 +59,31 @@ future as (
     select
         snapshot_people.customer_id,
         snapshot_people.as_of_date,
-        cast(coalesce(sum(case when purchases.activity_date
-            < {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
-            then purchases.orders end), 0) as bigint) as orders_in_churn_horizon,
-        cast(coalesce(sum(case when purchases.activity_date
-            < {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
-            then purchases.orders end), 0) as bigint) as orders_in_conversion_horizon,
-        cast(coalesce(sum(case when purchases.activity_date
-            < {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
-            then purchases.revenue end), 0) as double) as revenue_in_clv_horizon
+        cast(coalesce(sum(case
+            when
+                purchases.activity_date
+                < {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
+                then purchases.orders
+        end), 0) as bigint) as orders_in_churn_horizon,
+        cast(coalesce(sum(case
+            when
+                purchases.activity_date
+                < {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
+                then purchases.orders
+        end), 0) as bigint) as orders_in_conversion_horizon,
+        cast(coalesce(sum(case
+            when
+                purchases.activity_date
+                < {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
+                then purchases.revenue
+        end), 0) as double) as revenue_in_clv_horizon
     from snapshot_people
     left join purchases
-        on snapshot_people.person_key = purchases.person_key
-        and purchases.activity_date >= snapshot_people.as_of_date
-        and purchases.activity_date < {{ dbt.dateadd('day', longest, 'snapshot_people.as_of_date') }}
-        and purchases.activity_date < snapshot_people.run_as_of_date
+        on
+            snapshot_people.person_key = purchases.person_key
+            and snapshot_people.as_of_date <= purchases.activity_date
+            and purchases.activity_date < {{ dbt.dateadd('day', longest, 'snapshot_people.as_of_date') }}
+            and snapshot_people.run_as_of_date > purchases.activity_date
     group by 1, 2
 ),
 
@@ -82,27 +92,29 @@ final as (
         snapshot_people.customer_id,
         snapshot_people.as_of_date,
         case
-            when snapshot_people.orders_total > 0
+            when
+                snapshot_people.orders_total > 0
                 and {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
                 <= snapshot_people.run_as_of_date
                 then future.orders_in_churn_horizon = 0
         end as is_churned,
         case
-            when {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
+            when                                                 {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
                 <= snapshot_people.run_as_of_date
-                then future.orders_in_conversion_horizon > 0
+                    then future.orders_in_conversion_horizon > 0
         end as is_converted,
         case
-            when {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
+            when                                                 {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
                 <= snapshot_people.run_as_of_date
-                then future.revenue_in_clv_horizon
+                    then future.revenue_in_clv_horizon
         end as future_revenue,
         snapshot_people.orders_total > 0 as is_churn_eligible,
         snapshot_people.is_conversion_eligible
     from snapshot_people
     inner join future
-        on snapshot_people.customer_id = future.customer_id
-        and snapshot_people.as_of_date = future.as_of_date
+        on
+            snapshot_people.customer_id = future.customer_id
+            and snapshot_people.as_of_date = future.as_of_date
 )
 
 select * from final

@@ -15,18 +15,18 @@
     {%- for node in graph.nodes.values()
         if node.resource_type == 'model' and node.name == 'customer_features'
            and node.package_name == project_name -%}
-        {%- for column in node.columns.values() -%}
-            {%- set meta = column.meta or {} -%}
-            {%- set config_meta = (column.config.meta if column.config is defined and column.config.meta is defined else {}) or {} -%}
-            {%- set tagged = meta.get('feature', config_meta.get('feature', false)) in (true, 'true') -%}
-            {%- set segmentation = meta.get('segmentation', config_meta.get('segmentation', false)) in (true, 'true') -%}
-            {%- set data_type = (column.data_type or '') | lower -%}
-            {%- set refusal = '' -%}
-            {%- if column.name in never -%}
-                {%- set refusal = 'identifier, date or label' -%}
-            {%- elif data_type.split('(')[0] not in numeric_types -%}
-                {%- set refusal = 'not numeric (' ~ data_type ~ ')' -%}
-            {%- endif -%}
+{%- for column in node.columns.values() -%}
+{%- set meta = column.meta or {} -%}
+{%- set config_meta = (column.config.meta if column.config is defined and column.config.meta is defined else {}) or {} -%}
+{%- set tagged = meta.get('feature', config_meta.get('feature', false)) in (true, 'true') -%}
+{%- set segmentation = meta.get('segmentation', config_meta.get('segmentation', false)) in (true, 'true') -%}
+{%- set data_type = (column.data_type or '') | lower -%}
+{%- set refusal = '' -%}
+{%- if column.name in never -%}
+{%- set refusal = 'identifier, date or label' -%}
+{%- elif data_type.split('(')[0] not in numeric_types -%}
+{%- set refusal = 'not numeric (' ~ data_type ~ ')' -%}
+{%- endif -%}
             {%- do rows.append({
                 'column_name': column.name,
                 'data_type': data_type,
@@ -38,8 +38,8 @@
                 'description': (column.description or '') | replace("'", "''") | truncate(500),
                 'ordinal': loop.index,
             }) -%}
-        {%- endfor -%}
-    {%- endfor -%}
+{%- endfor -%}
+{%- endfor -%}
 {%- endif %}
 
 with

@@ -21,7 +21,7 @@ ranked as (
         affinity_score,
         affinity_score / sum(affinity_score) over (partition by customer_id) as normalized_score,
         row_number() over (
-            partition by customer_id order by affinity_score desc, category_id
+            partition by customer_id order by affinity_score desc, category_id asc
         ) as category_rank
     from affinity
 ),

@@ -7,7 +7,11 @@
 with
 
 customers as (
-    select customer_id, as_of_date, rfm_segment from {{ ref('customer_features') }}
+    select
+        customer_id,
+        as_of_date,
+        rfm_segment
+    from {{ ref('customer_features') }}
 ),
 
 identities as (

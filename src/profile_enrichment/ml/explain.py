@@ -215,7 +215,9 @@ class _Tree:
     cond_column: np.ndarray  # (conditions,) goes-left row to test
     cond_left: np.ndarray  # (conditions,) the path goes left there
     real_slots: np.ndarray  # flat slot id (leaf * width + position) of each real slot
-    slot_conds: tuple[tuple[np.ndarray, np.ndarray], ...]  # per rank r: (real slots, their r-th condition)
+    slot_conds: tuple[
+        tuple[np.ndarray, np.ndarray], ...
+    ]  # per rank r: (real slots, their r-th condition)
     slot_onehot: np.ndarray  # (leaves * width, used features): slot -> feature; padding = 0
 
     @classmethod
@@ -419,13 +421,21 @@ def _tree_shap_recursive(tree: _Tree, goes_left: np.ndarray, n_features: int) ->
             k = feats.index(split)
             incoming_zero, incoming_one = zeros[k], ones[k]
             weights = _unwind(weights, zeros[k], ones[k])
-            feats, zeros, ones = feats[:k] + feats[k + 1 :], zeros[:k] + zeros[k + 1 :], ones[:k] + ones[k + 1 :]
+            feats, zeros, ones = (
+                feats[:k] + feats[k + 1 :],
+                zeros[:k] + zeros[k + 1 :],
+                ones[:k] + ones[k + 1 :],
+            )
         went_left = goes_left[:, tree.column[node]]
         ratio = float(tree.left_ratio[node])
         args = (feats, zeros, ones, weights)
         recurse(int(tree.left[node]), *args, incoming_zero * ratio, incoming_one * went_left, split)
         recurse(
-            int(tree.right[node]), *args, incoming_zero * (1.0 - ratio), incoming_one * ~went_left, split
+            int(tree.right[node]),
+            *args,
+            incoming_zero * (1.0 - ratio),
+            incoming_one * ~went_left,
+            split,
         )
 
     recurse(0, [], [], [], np.zeros((rows, 0)), 1.0, np.ones(rows), -1)

@@ -22,6 +22,16 @@ import pandas as pd
 
 from profile_enrichment import __version__
 from profile_enrichment.errors import ModelFitError, UserError
+
+# Import every heavy dependency here, at module import. dbt runs Python models in parallel
+# threads; two threads importing scikit-learn for the first time at once fail with
+# "partially initialized module 'sklearn.base'". Importing this module is serialized by
+# Python's import lock, so doing it all here makes the first import safe.
+from profile_enrichment.ml import clv as _clv  # noqa: F401
+from profile_enrichment.ml import drift as _drift  # noqa: F401
+from profile_enrichment.ml import guardrails as _guardrails  # noqa: F401
+from profile_enrichment.ml import propensity as _propensity  # noqa: F401
+from profile_enrichment.ml import segments as _segments  # noqa: F401
 from profile_enrichment.ml.registry import (
     ModelRegistry,
     RegistryEntry,
@@ -262,7 +272,10 @@ def run_clv(
                 "n_excluded_nonpositive_spend": int(getattr(gg, "n_excluded_nonpositive_", 0)),
             }
             if holdout is not None and not holdout.empty:
-                metrics.update(clv_holdout_metrics(holdout, config))
+                try:
+                    metrics.update(clv_holdout_metrics(holdout, config))
+                except ModelFitError as err:
+                    metrics["holdout_error"] = str(err)
             path, sha = registry.save_artifact("clv", version, params, filename="params.json")
             used = registry.register(
                 RegistryEntry(
@@ -281,8 +294,6 @@ def run_clv(
                 )
             )
         except ModelFitError as err:
-            if champion is None:
-                raise ModelFitError(f"lifetime value: {err}; no champion to fall back to") from err
             registry.register(
                 RegistryEntry(
                     model_name="clv",
@@ -294,6 +305,9 @@ def run_clv(
                     features=list(CLV_INPUTS),
                 )
             )
+            if champion is None:
+                # Nothing was ever published: no lifetime values, and the registry says why.
+                return pd.DataFrame(columns=CLV_OUTPUT_COLUMNS)
             bg, gg = _clv_models_from_params(champion.params)
             used = champion
     scores = predict_clv(bg, gg, buyers, config)
@@ -413,8 +427,6 @@ def run_segments(
                 )
             )
         except ModelFitError as err:
-            if champion is None:
-                raise
             registry.register(
                 RegistryEntry(
                     model_name="segments",
@@ -426,6 +438,8 @@ def run_segments(
                     reason=f"did not fit: {err}",
                 )
             )
+            if champion is None:
+                return pd.DataFrame(columns=SEGMENT_OUTPUT_COLUMNS)
             model = SegmentModel.from_dict(registry.load_artifact_json(champion))
             used = champion
     assigned = model.predict(frame)
@@ -560,13 +574,12 @@ def evaluate_propensity(result: Any, frame: pd.DataFrame, label_col: str) -> dic
     """ROC AUC, PR AUC and Brier of a fitted result on labelled rows (for champion checks)."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-    from profile_enrichment.ml.propensity import score_propensity
-
     labelled = frame[frame[label_col].notna()]
     y = labelled[label_col].astype(bool).to_numpy()
     if labelled.empty or y.all() or not y.any():
         return {}
-    p = score_propensity(result, labelled)["probability"].to_numpy()
+    X = labelled[list(result.feature_cols)].astype("float64").to_numpy()
+    p = result.probability_from_margin(result.margin(X))
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
@@ -590,6 +603,24 @@ def run_propensity(
     degenerate, it falls below var propensity_metric_floor, or it is worse than the champion by
     more than var propensity_champion_tolerance on the same validation snapshot.
     """
+    from threadpoolctl import threadpool_limits
+
+    if kind not in PROPENSITY_LABELS:
+        raise UserError(f"unknown propensity model {kind!r}")
+    # dbt runs models in parallel threads on few cores: one OpenMP thread per model avoids
+    # oversubscription, which made gradient boosting 10-50x slower on 2 shared cores.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _run_propensity(kind, training, scoring, features, registry, config)
+
+
+def _run_propensity(
+    kind: str,
+    training: pd.DataFrame,
+    scoring: pd.DataFrame,
+    features: list[str],
+    registry: ModelRegistry,
+    config: MLConfig,
+) -> pd.DataFrame:
     from profile_enrichment.ml.guardrails import check_training_data, publish_decision
     from profile_enrichment.ml.propensity import (
         load_result,
@@ -598,8 +629,6 @@ def run_propensity(
         train_propensity,
     )
 
-    if kind not in PROPENSITY_LABELS:
-        raise UserError(f"unknown propensity model {kind!r}")
     label = PROPENSITY_LABELS[kind]
     population = PROPENSITY_POPULATIONS[kind]
     if not features:

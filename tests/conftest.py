@@ -1,0 +1,126 @@
+"""Shared pytest fixtures: the project root, the shared XDM oracle, generated data, real dbt runs.
+
+dbt runs through the real CLI (`profile-enrichment run`) or `dbt` in a subprocess, from the
+project root, against DuckDB files in pytest's tmp folders, so tests never touch data/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+BIN_DIR = Path(sys.executable).parent
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DBT_PROFILES_DIR": str(PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    for key in [k for k in env if k.startswith("PE_")]:
+        env.pop(key)  # tests say explicitly what they want
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> CliResult:
+    """Run `profile-enrichment ARGS` as a user would, from the project root."""
+    proc = subprocess.run(
+        [str(BIN_DIR / "profile-enrichment"), *args],
+        cwd=PROJECT_DIR,
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_dbt(
+    *args: str,
+    dbt_vars: dict | None = None,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+) -> CliResult:
+    """Run `dbt ARGS --vars ...` from the project root (plain dbt, as CI and schedulers do)."""
+    command = [str(BIN_DIR / "dbt"), *args]
+    if dbt_vars is not None:
+        command += ["--vars", json.dumps(dbt_vars)]
+    proc = subprocess.run(
+        command,
+        cwd=PROJECT_DIR,
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def query(warehouse: Path, sql: str) -> list[tuple]:
+    """Read-only query on a warehouse file (closed right after, so dbt can lock it again)."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.sql(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="session")
+def project_dir() -> Path:
+    return PROJECT_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.fail(f"../shared is missing next to the repo ({SHARED_DIR}); CI lays it there")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def small_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated data set (Parquet), shared by the end-to-end tests."""
+    out = tmp_path_factory.mktemp("raw_small")
+    result = run_cli(
+        "generate", "--customers", "600", "--days", "540", "--seed", "3", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(small_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole pipeline built once on small_raw (dev target, a tmp DuckDB file)."""
+    work = tmp_path_factory.mktemp("built")
+    warehouse = work / "warehouse.duckdb"
+    result = run_cli(
+        "run",
+        "--raw",
+        str(small_raw),
+        "--warehouse",
+        str(warehouse),
+        "--artifacts",
+        str(work / "artifacts"),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return warehouse
