@@ -2,9 +2,16 @@
 {#-
     Materialized as a table, not a view: every record is parsed from JSON exactly once here,
     and the identity, product-line and validation models all read the parsed columns.
+    All scalar fields are extracted in one pass per record (xdm_texts / xdm_types).
 -#}
 {%- do profile_enrichment.validated_path_var('raw_dir') -%}
 {%- do profile_enrichment.validated_raw_format() -%}
+{%- set text_paths = [
+    '_id', 'eventType', 'timestamp',
+    'commerce.order.purchaseID', 'commerce.order.priceTotal', 'commerce.order.currencyCode',
+    'web.webPageDetails.name', 'web.webPageDetails.URL',
+] -%}
+{%- set type_paths = ['_id', 'eventType', 'identityMap', 'commerce.order.priceTotal', 'productListItems'] -%}
 
 with
 
@@ -22,39 +29,49 @@ records as (
     where raw_json is not null and trim(raw_json) <> ''
 ),
 
+extracted as (
+    select
+        records.*,
+        {{ profile_enrichment.xdm_texts('records.event_json', text_paths) }} as texts,
+        {{ profile_enrichment.xdm_types('records.event_json', type_paths) }} as types
+    from records
+),
+
 flattened as (
     select
-        {{ dbt.hash("records.source_file || '#' || cast(records.source_row as varchar)") }}
-            as record_id,
-        records.source_file,
-        records.source_row,
-        records.event_json is not null as is_valid_json,
-        length(records.raw_json) as record_bytes,
-        case when records.event_json is null then left(records.raw_json, 200) end as raw_excerpt,
-        records.event_json,
-
-        {{ profile_enrichment.xdm_text('records.event_json', '_id') }} as event_id,
-        {{ profile_enrichment.xdm_type('records.event_json', '_id') }} as event_id_json_type,
-        {{ profile_enrichment.xdm_text('records.event_json', 'eventType') }} as event_type,
-        {{ profile_enrichment.xdm_type('records.event_json', 'eventType') }} as event_type_json_type,
-        {{ profile_enrichment.xdm_text('records.event_json', 'timestamp') }} as timestamp_text,
-        {{ profile_enrichment.xdm_timestamp_utc(
-            profile_enrichment.xdm_text('records.event_json', 'timestamp')) }} as event_at,
-        {{ profile_enrichment.xdm_type('records.event_json', 'identityMap') }} as identity_map_json_type,
-
-        {{ profile_enrichment.xdm_text('records.event_json', 'commerce.order.purchaseID') }} as order_id,
-        {{ profile_enrichment.xdm_number('records.event_json', 'commerce.order.priceTotal') }}
-            as order_total,
-        {{ profile_enrichment.xdm_type('records.event_json', 'commerce.order.priceTotal') }}
+        {{ dbt.hash("source_file || '#' || cast(source_row as varchar)") }} as record_id,
+        source_file,
+        source_row,
+        event_json is not null as is_valid_json,
+        length(raw_json) as record_bytes,
+        case when event_json is null then left(raw_json, 200) end as raw_excerpt,
+        event_json,
+        {{ profile_enrichment.xdm_list_item('texts', 1) }} as event_id,
+        {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 1)) }}
+            as event_id_json_type,
+        {{ profile_enrichment.xdm_list_item('texts', 2) }} as event_type,
+        {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 2)) }}
+            as event_type_json_type,
+        {{ profile_enrichment.xdm_list_item('texts', 3) }} as timestamp_text,
+        {{ profile_enrichment.xdm_timestamp_utc(profile_enrichment.xdm_list_item('texts', 3)) }}
+            as event_at,
+        {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 3)) }}
+            as identity_map_json_type,
+        {{ profile_enrichment.xdm_list_item('texts', 4) }} as order_id,
+        case
+            when
+                {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 4)) }}
+                = 'number'
+                then cast({{ profile_enrichment.xdm_list_item('texts', 5) }} as double)
+        end as order_total,
+        {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 4)) }}
             as order_total_json_type,
-        upper({{ profile_enrichment.xdm_text('records.event_json', 'commerce.order.currencyCode') }})
-            as currency_code,
-
-        {{ profile_enrichment.xdm_text('records.event_json', 'web.webPageDetails.name') }} as page_name,
-        {{ profile_enrichment.xdm_text('records.event_json', 'web.webPageDetails.URL') }} as page_url,
-        {{ profile_enrichment.xdm_type('records.event_json', 'productListItems') }}
+        upper({{ profile_enrichment.xdm_list_item('texts', 6) }}) as currency_code,
+        {{ profile_enrichment.xdm_list_item('texts', 7) }} as page_name,
+        {{ profile_enrichment.xdm_list_item('texts', 8) }} as page_url,
+        {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 5)) }}
             as product_list_items_json_type
-    from records
+    from extracted
 ),
 
 final as (
