@@ -205,6 +205,11 @@ def _print_summary(summary: dict | None, raw_input, warehouse: Path | None) -> N
         )
         for reason, count in summary.get("quarantine_reasons", {}).items():
             print(f"             - {reason}: {count:,}")
+        if summary["accepted"] == 0:
+            print(
+                "warning:     no event was accepted, so nothing was scored "
+                "(see the reasons above and the rejected_events table)"
+            )
         if summary.get("as_of_date"):
             print(f"as-of date:  {summary['as_of_date']}")
     where = str(warehouse) if warehouse else "in memory (target ci)"

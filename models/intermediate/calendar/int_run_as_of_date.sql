@@ -28,6 +28,8 @@ final as (
         last_event_date,
         {{ "true" if as_of_date else "false" }} as is_as_of_date_given
     from bounds
+    -- no accepted events and no configured date: no row, so there is nothing to score
+    where {{ "true" if as_of_date else "last_event_date is not null" }}
 )
 
 select * from final
