@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CliResult, query, run_dbt
+from conftest import CliResult, query, run_cli, run_dbt
 
 pytestmark = pytest.mark.dbt
 
@@ -290,20 +290,20 @@ def test_jsonl_source_row_is_the_line_in_its_file(malformed: Build) -> None:
         assert rows_of_file == nonblank_lines(path), path.name
 
 
-def test_invalid_utf8_is_quarantined_not_fatal(tmp_path: Path) -> None:
-    """One record with a byte that is not UTF-8 is `invalid_json` (see the seed), not a failed read."""
+def test_invalid_utf8_is_a_one_line_error_naming_the_line(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 would make DuckDB fail the whole read: the CLI checks first and
+    names the file and line, exit 2, before anything is loaded (so nothing is lost)."""
     events = tmp_path / "raw" / "events"
     events.mkdir(parents=True)
     good = (MALFORMED / "events" / "01_events.jsonl").read_text(encoding="utf-8").split("\n")[0]
     (events / "latin1.jsonl").write_bytes(
         good.encode() + b"\n" + good.replace("ok-page", "caf\xe9").encode("latin-1") + b"\n"
     )
-    build = dbt_build(tmp_path, tmp_path / "raw", "+int_events_validated")
-    assert build.result.returncode == 0, build.result.stdout[-2000:]
-    rows = query(
-        build.warehouse, "select reason_code from int_events_validated order by source_row"
-    )
-    assert rows == [(None,), ("invalid_json",)]
+    result = run_cli("run", "--raw", str(tmp_path / "raw"), "--target", "ci", "--quiet")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "latin1.jsonl line 2 is not valid UTF-8" in lines[0], lines
 
 
 # ----------------------------------------------------------------------------------------------

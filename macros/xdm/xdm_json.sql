@@ -61,13 +61,22 @@
 {%- endmacro %}
 
 
-{#- An RFC 3339 timestamp string as a UTC timestamp (without time zone); null if unparseable. -#}
+{#-
+    An RFC 3339 date-time string (date, time and a Z or +hh:mm offset are all required) as a
+    UTC timestamp without time zone; null when it is not one ('2024-03-01' and
+    '2024-03-01T10:00:00' are ambiguous and rejected as unparseable_timestamp).
+-#}
 {% macro xdm_timestamp_utc(text_expression) -%}
     {{ return(adapter.dispatch('xdm_timestamp_utc', 'profile_enrichment')(text_expression)) }}
 {%- endmacro %}
 
 {% macro duckdb__xdm_timestamp_utc(text_expression) -%}
-    cast(timezone('UTC', try_cast({{ text_expression }} as timestamptz)) as timestamp)
+    case when regexp_full_match(
+        {{ text_expression }},
+        '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})'
+    )
+        then cast(timezone('UTC', try_cast({{ text_expression }} as timestamptz)) as timestamp)
+    end
 {%- endmacro %}
 
 

@@ -174,7 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.full_refresh:
         command.append("--full-refresh")
     if args.select:
-        command += ["--select", args.select]
+        # Only tests whose every parent is selected: otherwise dbt's default (eager) test
+        # selection pulls in tests of models this run does not build.
+        command += ["--select", args.select, "--indirect-selection", "buildable"]
     result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet)
     if result.locked:
         raise UserError(
@@ -184,7 +186,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_summary(result.summary, raw_input, warehouse)
     if result.returncode != 0:
         print(f"dbt build failed (exit {result.returncode}):", file=sys.stderr)
-        for failure in result.failures[:20] or ["see the dbt output above"]:
+        hint = (
+            "rerun without --quiet to see dbt's output"
+            if args.quiet
+            else "see the dbt output above"
+        )
+        for failure in result.failures[:20] or [hint]:
             print(f"  - {failure}", file=sys.stderr)
         return 1
     return 0
@@ -332,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        # A path the user gave cannot be read or written (not a folder, no permission, ...).
+        where = f" {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

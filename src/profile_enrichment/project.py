@@ -93,7 +93,36 @@ def inspect_raw_dir(raw: Path) -> RawInput:
     pattern = "*.parquet" if fmt == "parquet" else "*.json*"
     has_profiles = profiles_dir.is_dir() and any(profiles_dir.glob(pattern))
     _check_parquet_files(parquet)
+    _check_utf8_files(jsonl)
     return RawInput(raw, fmt, parquet or jsonl, has_profiles)
+
+
+def _check_utf8_files(files: list[Path], chunk_bytes: int = 64 << 20) -> None:
+    """JSON Lines must be UTF-8; DuckDB would fail the whole read on one bad byte, so name the
+    file and line instead (nothing is loaded, nothing is lost)."""
+    import codecs
+
+    for path in files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        lines_before = 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(chunk_bytes):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    line = lines_before + chunk[: err.start].count(b"\n") + 1
+                    raise UserError(
+                        f"{path} line {line} is not valid UTF-8",
+                        hint="re-export the file as UTF-8 or remove that line; nothing was loaded",
+                    ) from err
+                lines_before += chunk.count(b"\n")
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"{path} ends inside a multi-byte character (line {lines_before + 1})",
+                    hint="the file looks truncated; re-export it",
+                ) from err
 
 
 def _check_parquet_files(files: list[Path]) -> None:
@@ -114,7 +143,12 @@ def check_warehouse_free(path: Path) -> None:
     """Fail fast, with a clear message, when another process holds the DuckDB file."""
     import duckdb
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the warehouse folder {path.parent}: {err.strerror}"
+        ) from err
     try:
         duckdb.connect(str(path)).close()
     except duckdb.IOException as err:
@@ -181,7 +215,10 @@ def run_dbt(
 
 
 def _failures(project_dir: Path) -> list[str]:
-    results = project_dir / "target" / "run_results.json"
+    target_dir = Path(os.environ.get("DBT_TARGET_PATH", "target"))
+    results = (
+        target_dir if target_dir.is_absolute() else project_dir / target_dir
+    ) / "run_results.json"
     if not results.exists():
         return []
     try:

@@ -4,6 +4,7 @@
     the day they were first seen together (linked_date). Features as of D only apply links
     with linked_date < D, so a visitor who logs in later is not revealed early (no leakage).
     An alias seen with several people is linked to the first one (then the smallest key).
+    An alias of an alias is followed to the final person (linked from the later of the two days).
 -#}
 
 with
@@ -63,13 +64,29 @@ ranked as (
     from first_links
 ),
 
-final as (
+first_hops as (
     select
         alias_key,
         person_key,
         linked_date
     from ranked
     where link_rank = 1
+),
+
+final as (
+    -- An alias of an alias (ECID -> hashed email -> CRMID) belongs to the final person from
+    -- the day both links exist. One extra hop covers the namespaces we rank (3 levels).
+    select
+        first_hops.alias_key,
+        coalesce(second_hops.person_key, first_hops.person_key) as person_key,
+        case
+            when second_hops.person_key is null then first_hops.linked_date
+            when second_hops.linked_date > first_hops.linked_date then second_hops.linked_date
+            else first_hops.linked_date
+        end as linked_date
+    from first_hops
+    left join first_hops as second_hops
+        on first_hops.person_key = second_hops.alias_key
 )
 
 select * from final

@@ -112,7 +112,7 @@ checked as (
                 events.is_valid_json and events.event_type_json_type = 'string'
                 and trim(events.event_type) = ''
                 then 'missing_event_type'
-            when events.is_valid_json and events.event_type_json_type is null
+            when events.is_valid_json and coalesce(events.event_type_json_type, 'null') = 'null'
                 then 'missing_event_type'
         end as check_missing_event_type,
         case

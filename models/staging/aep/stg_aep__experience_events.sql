@@ -26,7 +26,7 @@ records as (
         raw_json,
         {{ profile_enrichment.xdm_parse_json('raw_json') }} as event_json
     from source
-    where raw_json is not null and trim(raw_json) <> ''
+    where raw_json is not null and trim(replace(raw_json, chr(9), '')) <> ''
 ),
 
 extracted as (
@@ -43,7 +43,7 @@ flattened as (
         source_file,
         source_row,
         event_json is not null as is_valid_json,
-        length(raw_json) as record_bytes,
+        strlen(raw_json) as record_bytes,
         case when event_json is null then left(raw_json, 200) end as raw_excerpt,
         event_json,
         {{ profile_enrichment.xdm_list_item('texts', 1) }} as event_id,
