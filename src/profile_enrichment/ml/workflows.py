@@ -213,17 +213,22 @@ def predict_clv(bg: Any, gg: Any, buyers: pd.DataFrame, config: MLConfig) -> pd.
     t_x = buyers["repeat_recency_days"].to_numpy()
     age = buyers["customer_tenure_days"].to_numpy()
     m = buyers["repeat_average_value"].to_numpy()
+    # Gamma-Gamma is fitted on positive spend only; a buyer whose repeat spend is not positive
+    # (refunds) gets the population mean order value, like a one-time buyer.
+    usable_spend = m > 0
+    x_spend = np.where(usable_spend, x, 0)
+    m = np.where(usable_spend, m, 0.0)
     out = pd.DataFrame({"customer_id": buyers["customer_id"].to_numpy()})
     out["clv_probability_alive"] = np.clip(bg.probability_alive(x, t_x, age), 0.0, 1.0)
     out["clv_expected_purchases"] = bg.expected_purchases(config.clv_horizon_days, x, t_x, age)
-    out["clv_expected_order_value"] = gg.conditional_expected_average_profit(x, m)
+    out["clv_expected_order_value"] = gg.conditional_expected_average_profit(x_spend, m)
     out["clv_predicted_value"] = customer_lifetime_value(
         bg,
         gg,
         x,
         t_x,
         age,
-        m,
+        np.where(usable_spend, m, out["clv_expected_order_value"].to_numpy()),
         horizon_months=config.clv_horizon_months,
         discount_rate_monthly=config.clv_discount_rate_monthly,
     )
@@ -650,6 +655,13 @@ def _run_propensity(
             "no model features: tag columns of customer_features with config.meta.feature: true"
         )
     columns = propensity_output_columns()
+    missing = [f for f in features if f not in training.columns]
+    if missing:
+        raise UserError(
+            f"{kind}: features tagged in customer_features YAML are missing from the training "
+            f"data: {missing}",
+            hint="rebuild the snapshots (dbt build --full-refresh --select customer_feature_snapshots+)",
+        )
     scoring = scoring[scoring[population].astype(bool)] if not scoring.empty else scoring
     scoring = scoring.sort_values("customer_id", kind="mergesort").reset_index(drop=True)
     training = training[training[label].notna()]
@@ -718,6 +730,11 @@ def _run_propensity(
                     floor=config.propensity_metric_floor,
                     tolerance=config.propensity_champion_tolerance,
                 )
+                if champion is not None and champion_metrics is None:
+                    reason = (
+                        f"{reason}; the champion {champion.model_version} could not be compared "
+                        "(its features are no longer all available), so it was not a hurdle"
+                    )
                 if report.dropped_features:
                     reason += (
                         f" (dropped constant/empty features: {', '.join(report.dropped_features)})"
