@@ -79,8 +79,7 @@ def test_every_var_in_dbt_project_is_in_the_readme() -> None:
     missing = [
         name
         for name in project["vars"]
-        if name not in readme and not any(
-            re.escape(prefix) in readme for prefix in (name.rsplit("_", 1)[0] + "_*",)
-        )
+        if name not in readme
+        and not any(re.escape(prefix) in readme for prefix in (name.rsplit("_", 1)[0] + "_*",))
     ]
     assert not missing, f"vars not documented in the README: {missing}"

@@ -31,14 +31,14 @@ per_category as (
         cast(sum(product_views) as bigint) as product_views,
         cast(sum(cart_adds) as bigint) as cart_adds,
         cast(sum(units_purchased) as bigint) as units_purchased,
-        cast(sum(revenue) as double) as revenue,
+        {{ profile_enrichment.exact_sum('revenue') }} as revenue,
         max(activity_date) as last_activity_date,
-        cast(sum(
-            (product_views * {{ weights['product_view'] }}
-                + cart_adds * {{ weights['cart_add'] }}
-                + units_purchased * {{ weights['purchase'] }})
-            * power(0.5, {{ dbt.datediff('activity_date', 'as_of_date', 'day') }} / {{ half_life }}.0)
-        ) as double) as affinity_score
+        {{ profile_enrichment.exact_sum(
+            '(product_views * ' ~ weights['product_view']
+            ~ ' + cart_adds * ' ~ weights['cart_add']
+            ~ ' + units_purchased * ' ~ weights['purchase'] ~ ')'
+            ~ ' * power(0.5, ' ~ dbt.datediff('activity_date', 'as_of_date', 'day') ~ ' / ' ~ half_life ~ '.0)',
+            12) }} as affinity_score
     from visible_activity
     group by 1, 2, 3
 ),
@@ -46,8 +46,9 @@ per_category as (
 final as (
     select
         per_category.*,
-        case when sum(revenue) over (partition by customer_id, as_of_date) > 0
-            then revenue / sum(revenue) over (partition by customer_id, as_of_date)
+        case when sum(cast(revenue as decimal(38, 6))) over (partition by customer_id, as_of_date) > 0
+            then revenue / cast(sum(cast(revenue as decimal(38, 6))) over (
+                partition by customer_id, as_of_date) as double)
         end as share_of_wallet
     from per_category
 )

@@ -26,11 +26,11 @@ per_customer as (
         max(case when orders > 0 then activity_date end) as last_purchase_date,
         cast(sum(orders) as bigint) as orders_total,
         cast(count(distinct case when orders > 0 then activity_date end) as bigint) as purchase_days_total,
-        cast(sum(revenue) as double) as revenue_total,
+        {{ profile_enrichment.exact_sum('revenue') }} as revenue_total,
         cast(count(distinct activity_date) as bigint) as active_days_total,
         cast(sum(sessions) as bigint) as sessions_total,
         cast(sum(session_events) as bigint) as session_events_total,
-        cast(sum(session_seconds) as double) as session_seconds_total,
+        {{ profile_enrichment.exact_sum('session_seconds', 3) }} as session_seconds_total,
         cast(sum(bounced_sessions) as bigint) as bounced_sessions_total,
         {{ profile_enrichment.windowed_sums() }}
         cast(coalesce(sum(case when {{ profile_enrichment.in_window(recent_days) }}
@@ -43,7 +43,7 @@ first_purchase_day as (
     select
         visible_activity.customer_id,
         visible_activity.as_of_date,
-        cast(sum(visible_activity.revenue) as double) as first_purchase_day_revenue
+        {{ profile_enrichment.exact_sum('visible_activity.revenue') }} as first_purchase_day_revenue
     from visible_activity
     inner join per_customer
         on visible_activity.customer_id = per_customer.customer_id

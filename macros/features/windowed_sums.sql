@@ -24,9 +24,13 @@
     {%- set windows = profile_enrichment.validated_int_list_var('feature_windows_days') -%}
     {%- for window in windows %}
         {%- for measure in profile_enrichment.windowed_measures() %}
-        {%- set type = 'double' if measure == 'revenue' else 'bigint' %}
+        {%- if measure == 'revenue' %}
+        coalesce({{ profile_enrichment.exact_sum('case when ' ~ profile_enrichment.in_window(window)
+            ~ ' then ' ~ measure ~ ' end') }}, 0) as {{ measure }}_{{ window }}d,
+        {%- else %}
         cast(coalesce(sum(case when {{ profile_enrichment.in_window(window) }}
-            then {{ measure }} end), 0) as {{ type }}) as {{ measure }}_{{ window }}d,
+            then {{ measure }} end), 0) as bigint) as {{ measure }}_{{ window }}d,
+        {%- endif %}
         {%- endfor %}
         cast(count(distinct case when {{ profile_enrichment.in_window(window) }}
             then activity_date end) as bigint) as active_days_{{ window }}d,
@@ -34,9 +38,11 @@
     {%- set trend = profile_enrichment.validated_int_var('trend_window_days', 1, 365) %}
     {%- for measure in profile_enrichment.trend_measures() %}
         {%- set type = 'double' if measure == 'revenue' else 'bigint' %}
+        {%- set scale = 6 if measure == 'revenue' else 0 %}
         cast(coalesce(sum(case when {{ profile_enrichment.in_window(trend) }}
-            then {{ measure }} end), 0)
+            then cast({{ measure }} as decimal(38, {{ scale }})) end), 0)
             - coalesce(sum(case when {{ profile_enrichment.in_window(2 * trend, trend) }}
-            then {{ measure }} end), 0) as {{ type }}) as {{ measure }}_trend_{{ trend }}d,
+            then cast({{ measure }} as decimal(38, {{ scale }})) end), 0) as {{ type }})
+            as {{ measure }}_trend_{{ trend }}d,
     {%- endfor %}
 {%- endmacro %}

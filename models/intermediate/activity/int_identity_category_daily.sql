@@ -49,7 +49,8 @@ final as (
         cast(sum(case when event_group = 'cart_add' then 1 else 0 end) as bigint) as cart_adds,
         cast(sum(case when event_group = 'purchase' then quantity else 0 end) as bigint) as units_purchased,
         cast(sum(case when event_group = 'purchase' then 1 else 0 end) as bigint) as purchase_lines,
-        cast(sum(case when event_group = 'purchase' then line_total else 0 end) as double) as revenue
+        {{ profile_enrichment.exact_sum("case when event_group = 'purchase' then line_total else 0 end") }}
+            as revenue
     from lines
     group by 1, 2, 3
 )

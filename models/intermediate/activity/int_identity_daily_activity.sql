@@ -4,6 +4,7 @@
         unique_key=['identity_key', 'activity_date'],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        pre_hook="{{ profile_enrichment.record_rollup_watermark() }}",
     )
 }}
 {#-
@@ -43,7 +44,8 @@ sessions as (
         event_date,
         session_num,
         count(*) as session_events,
-        sum(case when session_is_new then 0 else session_timestamp_diff end) as session_seconds
+        {{ profile_enrichment.exact_sum('case when session_is_new then 0 else session_timestamp_diff end', 3) }}
+            as session_seconds
     from sessionized
     group by 1, 2, 3
 ),
@@ -54,7 +56,7 @@ session_days as (
         event_date as activity_date,
         cast(count(*) as bigint) as sessions,
         cast(sum(session_events) as bigint) as session_events,
-        cast(sum(session_seconds) as double) as session_seconds,
+        {{ profile_enrichment.exact_sum('session_seconds', 3) }} as session_seconds,
         cast(sum(case when session_events = 1 then 1 else 0 end) as bigint) as bounced_sessions
     from sessions
     group by 1, 2
@@ -70,7 +72,7 @@ event_days as (
         cast(sum(case when event_group = 'cart_add' then 1 else 0 end) as bigint) as cart_adds,
         cast(sum(case when event_group = 'checkout' then 1 else 0 end) as bigint) as checkouts,
         cast(count(distinct order_id) as bigint) as orders,
-        cast(coalesce(sum(revenue), 0) as double) as revenue,
+        coalesce({{ profile_enrichment.exact_sum('revenue') }}, 0) as revenue,
         cast(sum(case when event_group = 'email_open' then 1 else 0 end) as bigint) as email_opens,
         cast(sum(case when event_group = 'email_click' then 1 else 0 end) as bigint) as email_clicks,
         cast(sum(case

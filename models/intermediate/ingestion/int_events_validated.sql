@@ -8,6 +8,8 @@
 {%- set currency_code = profile_enrichment.validated_code_var('currency_code', '^[A-Z]{3}$') -%}
 {%- set max_event_bytes = profile_enrichment.validated_int_var('max_event_bytes', 1024, 1073741824) -%}
 
+-- depends_on: {{ ref('quarantine_reasons') }} (the reason codes below are listed there)
+
 with
 
 events as (

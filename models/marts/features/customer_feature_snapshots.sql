@@ -1,18 +1,20 @@
 {{
     config(
         materialized='incremental',
-        unique_key=['customer_id', 'as_of_date'],
+        unique_key='as_of_date',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
     )
 }}
 {#-
     The same features as customer_features, for past as-of dates (int_snapshot_dates), to
-    train on. Incremental: a new as-of date is appended; an existing one is recomputed only
-    while late-arriving events can still change it (its date is within
-    late_arrival_lookback_days of the newest activity), so day-by-day refreshes equal a full one.
+    train on. Incremental: a new as-of date is appended; an existing one is recomputed, whole
+    (unique_key is the date, so rows of customers re-stitched since are replaced too), when it
+    can see a day the daily rollup rewrote in this run (int_identity_daily_activity_watermark).
+    So day-by-day refreshes, late events and missed nights all equal a full refresh.
 -#}
-{%- set lookback_days = profile_enrichment.validated_int_var('late_arrival_lookback_days', 0, 3650) -%}
+{#- Written by the rollup's pre-hook: the first day it rewrites in this run (null = all). -#}
+{%- set watermark = adapter.get_relation(this.database, this.schema, 'int_identity_daily_activity_watermark') if execute else none -%}
 
 with
 
@@ -20,10 +22,15 @@ snapshot_dates as (
     select as_of_date from {{ ref('int_snapshot_dates') }}
     {% if is_incremental() %}
     where as_of_date not in (select distinct as_of_date from {{ this }})
+        -- a snapshot that can see a day the rollup rewrote in this run is recomputed whole
+        {%- if watermark is not none %}
         or as_of_date > (
-            select {{ dbt.dateadd('day', -lookback_days, 'max(activity_date)') }}
-            from {{ ref('int_identity_daily_activity') }}
+            select coalesce(min(rewritten_from_date), cast('1900-01-01' as date))
+            from {{ watermark }}
         )
+        {%- else %}
+        or true
+        {%- endif %}
     {% endif %}
 ),
 

@@ -27,7 +27,10 @@ activity as (
 ),
 
 links as (
+    -- only links this run can know: a login on or after the run's as-of date must not
+    -- change labels computed as of that date
     select * from {{ ref('int_identity_links') }}
+    where linked_date < (select run_date.as_of_date from {{ ref('int_run_as_of_date') }} as run_date)
 ),
 
 purchases as (
@@ -48,7 +51,13 @@ snapshot_people as (
         snapshots.orders_total,
         snapshots.is_conversion_eligible,
         coalesce(links.person_key, snapshots.customer_id) as person_key,
-        run_date.run_as_of_date
+        run_date.run_as_of_date,
+        {{ dbt.dateadd('day', churn_days, 'snapshots.as_of_date') }} <= run_date.run_as_of_date
+            as is_churn_horizon_elapsed,
+        {{ dbt.dateadd('day', conversion_days, 'snapshots.as_of_date') }} <= run_date.run_as_of_date
+            as is_conversion_horizon_elapsed,
+        {{ dbt.dateadd('day', clv_days, 'snapshots.as_of_date') }} <= run_date.run_as_of_date
+            as is_clv_horizon_elapsed
     from snapshots
     cross join run_date
     left join links
@@ -75,7 +84,7 @@ future as (
             when
                 purchases.activity_date
                 < {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
-                then purchases.revenue
+                then cast(purchases.revenue as decimal(38, 6))
         end), 0) as double) as revenue_in_clv_horizon
     from snapshot_people
     left join purchases
@@ -92,21 +101,16 @@ final as (
         snapshot_people.customer_id,
         snapshot_people.as_of_date,
         case
-            when
-                snapshot_people.orders_total > 0
-                and {{ dbt.dateadd('day', churn_days, 'snapshot_people.as_of_date') }}
-                <= snapshot_people.run_as_of_date
+            when snapshot_people.orders_total > 0 and snapshot_people.is_churn_horizon_elapsed
                 then future.orders_in_churn_horizon = 0
         end as is_churned,
         case
-            when                                                 {{ dbt.dateadd('day', conversion_days, 'snapshot_people.as_of_date') }}
-                <= snapshot_people.run_as_of_date
-                    then future.orders_in_conversion_horizon > 0
+            when snapshot_people.is_conversion_horizon_elapsed
+                then future.orders_in_conversion_horizon > 0
         end as is_converted,
         case
-            when                                                 {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
-                <= snapshot_people.run_as_of_date
-                    then future.revenue_in_clv_horizon
+            when snapshot_people.is_clv_horizon_elapsed
+                then future.revenue_in_clv_horizon
         end as future_revenue,
         snapshot_people.orders_total > 0 as is_churn_eligible,
         snapshot_people.is_conversion_eligible

@@ -19,7 +19,9 @@ ranked as (
         category_id,
         category_name,
         affinity_score,
-        affinity_score / sum(affinity_score) over (partition by customer_id) as normalized_score,
+        affinity_score / cast(sum(cast(affinity_score as decimal(38, 12))) over (
+            partition by customer_id
+        ) as double) as normalized_score,
         row_number() over (
             partition by customer_id order by affinity_score desc, category_id asc
         ) as category_rank
