@@ -20,7 +20,7 @@ export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run test lint fmt pytest e2e docs bench clean distclean
+.PHONY: help venv run test lint fmt pytest e2e docs clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -50,7 +50,7 @@ fmt: $(STAMP)  ## auto-format Python and fix SQL style
 	$(BIN)/sqlfluff fix models tests --processes 2
 
 pytest: $(STAMP)  ## the pytest suite (includes end-to-end dbt runs on small data)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q
 
 e2e: $(STAMP)  ## a full dbt build on small generated data, in memory
 	$(PE) generate --customers 1500 --days 540 --seed 11 --out data/ci/raw --if-changed

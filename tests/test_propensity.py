@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -333,21 +332,3 @@ def test_load_refuses_a_wrong_or_malformed_digest(tmp_path, result) -> None:
 def test_load_missing_file_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_result(tmp_path / "nope.pkl", "a" * 64)
-
-
-# --------------------------------------------------------------------------------------
-# Speed (excluded from `make test`)
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("candidate", ["logistic", "hist_gradient_boosting"])
-def test_scoring_100k_rows_is_fast(frame, candidate) -> None:
-    res = train_propensity(frame, FEATURES, "is_churned", PropensityConfig(candidates=(candidate,)))
-    big = make_frame(n_customers=100_000, dates=("2025-04-01",), seed=5)
-    start = time.perf_counter()
-    out = score_propensity(res, big)
-    elapsed = time.perf_counter() - start
-    print(f"{candidate}: scored and explained 100k rows in {elapsed:.2f}s")
-    assert len(out) == 100_000
-    assert elapsed < 60
