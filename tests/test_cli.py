@@ -22,7 +22,7 @@ import pytest
 from conftest import CliResult, query, run_cli, run_dbt
 from profile_enrichment.cli import build_parser
 
-SUBCOMMANDS = ["generate", "import-transactions", "run"]
+SUBCOMMANDS = ["generate", "import-transactions", "run", "export", "validate", "upload"]
 GOOD_EVENT = {
     "_id": "ev-1",
     "timestamp": "2024-02-10T12:00:00Z",

@@ -24,9 +24,12 @@ examples:
       --customer-col customer_id --date-col order_date --amount-col amount
   profile-enrichment run --raw data/raw
   profile-enrichment run --raw data/raw --as-of 2025-06-01 --warehouse /tmp/backtest.duckdb
+  profile-enrichment export --tenant acme --out data/exports
+  profile-enrichment validate data/exports/batch-<id>
+  profile-enrichment upload data/exports/batch-<id>      # PE_AEP_* credentials from the env
 
 Settings also come from environment variables (PE_RAW_DIR, PE_WAREHOUSE, PE_AS_OF_DATE,
-PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR) or dbt vars, so `dbt build` behaves the same.
+PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR) or dbt vars, so `dbt build` behaves the same.
 """
 
 
@@ -184,6 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             hint="wait for it to finish, or close the program that has the file open",
         )
     _print_summary(result.summary, raw_input, warehouse)
+    if result.returncode == 0 and target == "dev" and not args.no_export and not args.select:
+        out = _resolve(project_dir, os.environ.get("PE_EXPORT_DIR", "data/exports"))
+        return _export(project_dir, warehouse, out, _tenant(None), "jsonl", None, 0)
     if result.returncode != 0:
         print(f"dbt build failed (exit {result.returncode}):", file=sys.stderr)
         hint = (
@@ -221,6 +227,96 @@ def _print_summary(summary: dict | None, raw_input, warehouse: Path | None) -> N
             print(f"as-of date:  {summary['as_of_date']}")
     where = str(warehouse) if warehouse else "in memory (target ci)"
     print(f"warehouse:   {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# export / validate
+# --------------------------------------------------------------------------------------------
+def _export(
+    project_dir: Path,
+    warehouse: Path,
+    out: Path,
+    tenant: str,
+    fmt: str,
+    max_file_mb: float | None,
+    allow_rejects: int,
+) -> int:
+    from profile_enrichment.export.pipeline import export_profiles
+
+    max_bytes = None if max_file_mb is None else int(max_file_mb * 1024 * 1024)
+    result = export_profiles(warehouse, out, tenant=tenant, fmt=fmt, max_file_bytes=max_bytes)
+    print(
+        f"export:      {result.records:,} profile records as of {result.as_of_date}, "
+        f"{len(result.batches)} batch(es), {result.rejects:,} rejected"
+    )
+    for batch in result.batches:
+        state = "unchanged" if batch.reused else "written"
+        print(
+            f"             {batch.path} ({len(batch.files)} files, {batch.bytes:,} bytes, {state})"
+        )
+    print(f"payloads:    {result.payload_dir} (fieldgroup.json, schema.json, dataset.json)")
+    if result.rejects > allow_rejects:
+        print(
+            f"error: {result.rejects} record(s) failed validation and were not written "
+            f"(see rejects.jsonl in the batch folder; --allow-rejects N tolerates N)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _tenant(value: str | None) -> str:
+    return value or os.environ.get("PE_TENANT_ID", "profileenrichment")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from profile_enrichment.project import find_project_dir
+
+    project_dir = find_project_dir()
+    warehouse = _resolve(
+        project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
+    )
+    out = _resolve(project_dir, args.out or os.environ.get("PE_EXPORT_DIR", "data/exports"))
+    return _export(
+        project_dir,
+        warehouse,
+        out,
+        _tenant(args.tenant),
+        args.format,
+        args.max_file_mb,
+        args.allow_rejects,
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from profile_enrichment.export.batches import validate_batch
+
+    batch = Path(args.batch_dir)
+    if not (batch / "manifest.json").is_file():
+        raise UserError(f"{batch} is not a batch folder (no manifest.json)")
+    problems = validate_batch(batch)
+    if problems:
+        for problem in problems[:50]:
+            print(f"  - {problem}", file=sys.stderr)
+        print(f"error: {batch} has {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    manifest = json.loads((batch / "manifest.json").read_text())
+    print(
+        f"{batch}: valid ({manifest.get('recordCount', 0):,} records, "
+        f"{len(manifest.get('files', []))} files; checksums, counts and schema checked)"
+    )
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from profile_enrichment.export.upload import upload_batch
+
+    batch = Path(args.batch_dir)
+    if not (batch / "manifest.json").is_file():
+        raise UserError(f"{batch} is not a batch folder (no manifest.json)")
+    result = upload_batch(batch, poll_interval=args.poll_interval)
+    print(result.summary())
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +419,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--select", help="dbt node selection, e.g. 'tag:features'")
     run.add_argument("--quiet", action="store_true", help="hide dbt's own output")
+    run.add_argument(
+        "--no-export", action="store_true", help="skip the XDM export after the build (dev target)"
+    )
     run.set_defaults(func=cmd_run)
+
+    exp = sub.add_parser(
+        "export",
+        help="write XDM profile batches and the schema/dataset payloads",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  profile-enrichment export\n"
+            "  profile-enrichment export --tenant acme --format parquet --out /tmp/exports"
+        ),
+    )
+    exp.add_argument(
+        "--warehouse", help="DuckDB file (env PE_WAREHOUSE; default data/warehouse.duckdb)"
+    )
+    exp.add_argument("--out", help="output folder (env PE_EXPORT_DIR; default data/exports)")
+    exp.add_argument("--tenant", help="AEP tenant id (env PE_TENANT_ID; default profileenrichment)")
+    exp.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    exp.add_argument("--max-file-mb", type=float, help="split files above this size (default 256)")
+    exp.add_argument(
+        "--allow-rejects", type=int, default=0, help="exit 0 with up to N invalid records"
+    )
+    exp.set_defaults(func=cmd_export)
+
+    val = sub.add_parser(
+        "validate",
+        help="re-validate a written batch: checksums, counts, schema",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  profile-enrichment validate data/exports/batch-<id>",
+    )
+    val.add_argument("batch_dir", help="a batch folder with manifest.json")
+    val.set_defaults(func=cmd_validate)
+
+    upl = sub.add_parser(
+        "upload",
+        help="send a batch to AEP through the Batch Ingestion API (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "credentials come only from the environment: PE_AEP_CLIENT_ID, PE_AEP_CLIENT_SECRET,\n"
+            "PE_AEP_ORG_ID, PE_AEP_SANDBOX, PE_AEP_DATASET_ID (optional PE_AEP_BASE_URL,\n"
+            "PE_AEP_IMS_URL, PE_AEP_SCOPES).\n"
+            "example:\n  profile-enrichment upload data/exports/batch-<id>"
+        ),
+    )
+    upl.add_argument("batch_dir", help="a batch folder written by export")
+    upl.add_argument(
+        "--poll-interval", type=float, default=10.0, help="seconds between batch status checks"
+    )
+    upl.set_defaults(func=cmd_upload)
     return parser
 
 

@@ -1,0 +1,115 @@
+"""The `export` command end to end: warehouse -> payloads + validated batches.
+
+Reads `profile_insights` from the DuckDB warehouse, writes the Schema Registry and Catalog
+payloads (generated from the same layout as the records) and the record batches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from profile_enrichment.errors import UserError
+from profile_enrichment.export.batches import BatchInfo, write_batches
+from profile_enrichment.export.layout import validate_tenant_id
+from profile_enrichment.export.payloads import dataset_payload, field_group_payload, schema_payload
+from profile_enrichment.export.records import build_records, read_profile_insights
+
+SCHEMA_ID_PLACEHOLDER = "{{SCHEMA_ID}}"
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote."""
+
+    as_of_date: str
+    payload_dir: Path
+    batches: list[BatchInfo]
+
+    @property
+    def records(self) -> int:
+        return sum(b.record_count for b in self.batches)
+
+    @property
+    def rejects(self) -> int:
+        return sum(b.reject_count for b in self.batches)
+
+
+def _run_facts(warehouse: Path) -> tuple[str, dict[str, str]]:
+    """The as-of date and the model versions of the scores in the warehouse."""
+    import duckdb
+
+    if not warehouse.exists():
+        raise UserError(
+            f"warehouse not found: {warehouse}", hint="run `profile-enrichment run` first"
+        )
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.IOException as err:
+        raise UserError(f"cannot open the warehouse {warehouse}: {err}") from err
+    try:
+        try:
+            row = con.sql(
+                "select cast(max(score_date) as varchar), "
+                "max(churn_model_version), max(conversion_model_version), "
+                "max(clv_model_version), max(segment_model_version) from profile_insights"
+            ).fetchall()[0]
+        except duckdb.CatalogException as err:
+            raise UserError(
+                f"{warehouse} has no profile_insights table",
+                hint="run `profile-enrichment run` first",
+            ) from err
+    finally:
+        con.close()
+    as_of, churn, conversion, clv, segment = row
+    if as_of is None:
+        raise UserError("profile_insights is empty: there is nothing to export")
+    versions = {
+        name: version
+        for name, version in (
+            ("churn", churn),
+            ("conversion", conversion),
+            ("clv", clv),
+            ("segment", segment),
+        )
+        if version
+    }
+    return as_of, versions
+
+
+def export_profiles(
+    warehouse: Path,
+    out_dir: Path,
+    *,
+    tenant: str,
+    fmt: str = "jsonl",
+    max_file_bytes: int | None = None,
+) -> ExportResult:
+    """Write payloads to OUT/payloads/ and validated record batches to OUT/batch-<id>/."""
+    tenant = validate_tenant_id(tenant)
+    if fmt not in ("jsonl", "parquet"):
+        raise UserError(f"--format must be jsonl or parquet, got {fmt!r}")
+    as_of, versions = _run_facts(warehouse)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload_dir = out_dir / "payloads"
+    payload_dir.mkdir(exist_ok=True)
+    for name, payload in (
+        ("fieldgroup.json", field_group_payload(tenant)),
+        ("schema.json", schema_payload(tenant)),
+        ("dataset.json", dataset_payload(SCHEMA_ID_PLACEHOLDER)),
+    ):
+        (payload_dir / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    records = build_records(read_profile_insights(warehouse), tenant, as_of)
+    options = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
+    batches = write_batches(
+        records,
+        out_dir,
+        tenant=tenant,
+        as_of=as_of,
+        model_versions=versions,
+        schema_id=SCHEMA_ID_PLACEHOLDER,
+        fmt=fmt,
+        **options,
+    )
+    return ExportResult(as_of, payload_dir, batches)
