@@ -375,3 +375,36 @@ def test_invalid_var_fails_naming_it(tmp_path: Path) -> None:
     message = [line for line in result.stdout.splitlines() if "var 'as_of_date'" in line]
     assert message, result.stdout[-3000:]
     assert "YYYY-MM-DD" in message[0] and "nope" in message[0], message
+
+
+def test_a_second_run_on_a_held_warehouse_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    """Another process holding the DuckDB file: one line, exit 2, in seconds, nothing touched."""
+    import subprocess
+    import sys
+
+    warehouse = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time\n"
+            f"con = duckdb.connect({str(warehouse)!r})\n"
+            "print('holding', flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        raw = tmp_path / "raw"
+        (raw / "events").mkdir(parents=True)
+        (raw / "events" / "e.jsonl").write_text('{"_id": "x"}\n')
+        result = run_cli("run", "--raw", str(raw), "--warehouse", str(warehouse), timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "another run holds the warehouse" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
