@@ -40,16 +40,8 @@
 {%- endmacro %}
 
 {% macro duckdb__xdm_type(json_column, path) -%}
-    case json_type({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
-        when 'VARCHAR' then 'string'
-        when 'BIGINT' then 'number'
-        when 'UBIGINT' then 'number'
-        when 'DOUBLE' then 'number'
-        when 'BOOLEAN' then 'boolean'
-        when 'OBJECT' then 'object'
-        when 'ARRAY' then 'array'
-        when 'NULL' then 'null'
-    end
+    {{ profile_enrichment.xdm_type_name(
+        "json_type(" ~ json_column ~ ", '" ~ profile_enrichment.xdm_json_path(path) ~ "')") }}
 {%- endmacro %}
 
 
@@ -111,9 +103,12 @@
 {%- endmacro %}
 
 {% macro duckdb__xdm_texts(json_column, paths) -%}
-    json_extract_string({{ json_column }}, [
-        {%- for path in paths %}'{{ profile_enrichment.xdm_json_path(path) }}'{{ ', ' if not loop.last }}{% endfor -%}
-    ])
+    json_extract_string({{ json_column }}, {{ profile_enrichment.duckdb__xdm_path_list(paths) }})
+{%- endmacro %}
+
+{#- A DuckDB list literal of JSON paths: ['$.a', '$.b.c']. -#}
+{% macro duckdb__xdm_path_list(paths) -%}
+    [{%- for path in paths %}'{{ profile_enrichment.xdm_json_path(path) }}'{{ ', ' if not loop.last }}{% endfor -%}]
 {%- endmacro %}
 
 
@@ -122,9 +117,7 @@
 {%- endmacro %}
 
 {% macro duckdb__xdm_types(json_column, paths) -%}
-    json_type({{ json_column }}, [
-        {%- for path in paths %}'{{ profile_enrichment.xdm_json_path(path) }}'{{ ', ' if not loop.last }}{% endfor -%}
-    ])
+    json_type({{ json_column }}, {{ profile_enrichment.duckdb__xdm_path_list(paths) }})
 {%- endmacro %}
 
 
