@@ -144,6 +144,52 @@ def open_registry(config: MLConfig) -> ModelRegistry:
     return ModelRegistry(root)
 
 
+def _publish_json_model(
+    registry: ModelRegistry,
+    name: str,
+    version: str,
+    artifact: Any,
+    filename: str,
+    config: MLConfig,
+    **fields: Any,
+) -> RegistryEntry:
+    """Save a JSON artifact and register the version as champion (CLV and segments)."""
+    path, sha = registry.save_artifact(name, version, artifact, filename=filename)
+    return registry.register(
+        RegistryEntry(
+            model_name=name,
+            model_version=version,
+            as_of_date=config.as_of_date,
+            training_window_end=config.as_of_date,
+            status="champion",
+            artifact_path=path,
+            artifact_sha256=sha,
+            **fields,
+        )
+    )
+
+
+def _reject_fit(
+    registry: ModelRegistry,
+    name: str,
+    version: str,
+    config: MLConfig,
+    err: Exception,
+    **fields: Any,
+) -> None:
+    """Record a version that could not be fitted; the champion (if any) keeps scoring."""
+    registry.register(
+        RegistryEntry(
+            model_name=name,
+            model_version=version,
+            as_of_date=config.as_of_date,
+            status="rejected",
+            reason=f"did not fit: {err}",
+            **fields,
+        )
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # lifetime value: BG/NBD + Gamma-Gamma
 # --------------------------------------------------------------------------------------------
@@ -283,34 +329,28 @@ def run_clv(
                     metrics.update(clv_holdout_metrics(holdout, config))
                 except ModelFitError as err:
                     metrics["holdout_error"] = str(err)
-            path, sha = registry.save_artifact("clv", version, params, filename="params.json")
-            used = registry.register(
-                RegistryEntry(
-                    model_name="clv",
-                    model_version=version,
-                    as_of_date=config.as_of_date,
-                    training_window_end=config.as_of_date,
-                    n_train=len(buyers),
-                    params=params,
-                    metrics=metrics,
-                    features=list(CLV_INPUTS),
-                    status="champion",
-                    reason="fitted and converged",
-                    artifact_path=path,
-                    artifact_sha256=sha,
-                )
+            used = _publish_json_model(
+                registry,
+                "clv",
+                version,
+                params,
+                "params.json",
+                config,
+                n_train=len(buyers),
+                params=params,
+                metrics=metrics,
+                features=list(CLV_INPUTS),
+                reason="fitted and converged",
             )
         except ModelFitError as err:
-            registry.register(
-                RegistryEntry(
-                    model_name="clv",
-                    model_version=version,
-                    as_of_date=config.as_of_date,
-                    n_train=len(buyers),
-                    status="rejected",
-                    reason=f"did not fit: {err}",
-                    features=list(CLV_INPUTS),
-                )
+            _reject_fit(
+                registry,
+                "clv",
+                version,
+                config,
+                err,
+                n_train=len(buyers),
+                features=list(CLV_INPUTS),
             )
             if champion is None:
                 # Nothing was ever published: no lifetime values, and the registry says why.
@@ -409,41 +449,33 @@ def run_segments(
             model = SegmentModel(k_min=config.segment_k_min, k_max=config.segment_k_max).fit(
                 frame, segmentation_features, previous_centroids=previous
             )
-            path, sha = registry.save_artifact(
-                "segments", version, model.to_dict(), filename="model.json"
-            )
-            used = registry.register(
-                RegistryEntry(
-                    model_name="segments",
-                    model_version=version,
-                    as_of_date=config.as_of_date,
-                    training_window_end=config.as_of_date,
-                    n_train=len(frame),
-                    params={**settings, "k": int(model.k_)},
-                    metrics={
-                        "silhouette": float(model.silhouette_by_k_[model.k_]),
-                        "silhouette_by_k": {
-                            str(k): float(v) for k, v in model.silhouette_by_k_.items()
-                        },
+            used = _publish_json_model(
+                registry,
+                "segments",
+                version,
+                model.to_dict(),
+                "model.json",
+                config,
+                n_train=len(frame),
+                params={**settings, "k": int(model.k_)},
+                metrics={
+                    "silhouette": float(model.silhouette_by_k_[model.k_]),
+                    "silhouette_by_k": {
+                        str(k): float(v) for k, v in model.silhouette_by_k_.items()
                     },
-                    features=list(segmentation_features),
-                    status="champion",
-                    reason=f"k={model.k_} chosen by silhouette",
-                    artifact_path=path,
-                    artifact_sha256=sha,
-                )
+                },
+                features=list(segmentation_features),
+                reason=f"k={model.k_} chosen by silhouette",
             )
         except ModelFitError as err:
-            registry.register(
-                RegistryEntry(
-                    model_name="segments",
-                    model_version=version,
-                    as_of_date=config.as_of_date,
-                    n_train=len(frame),
-                    features=list(segmentation_features),
-                    status="rejected",
-                    reason=f"did not fit: {err}",
-                )
+            _reject_fit(
+                registry,
+                "segments",
+                version,
+                config,
+                err,
+                n_train=len(frame),
+                features=list(segmentation_features),
             )
             if champion is None:
                 return pd.DataFrame(columns=SEGMENT_OUTPUT_COLUMNS)
