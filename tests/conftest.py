@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import pytest
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 BIN_DIR = Path(sys.executable).parent
+# dbt's target/ and logs/ for this pytest session only, so two sessions (or a `make run` beside a
+# test run) never overwrite each other's manifest and partial-parse files.
+_DBT_SCRATCH = Path(tempfile.mkdtemp(prefix="pe-pytest-dbt-"))
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -27,6 +31,8 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "DBT_PROFILES_DIR": str(PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
+        "DBT_TARGET_PATH": str(_DBT_SCRATCH / "target"),
+        "DBT_LOG_PATH": str(_DBT_SCRATCH / "logs"),
     }
     for key in [k for k in env if k.startswith("PE_")]:
         env.pop(key)  # tests say explicitly what they want
