@@ -127,6 +127,7 @@ def built_warehouse(small_raw: Path, tmp_path_factory: pytest.TempPathFactory) -
         "--artifacts",
         str(work / "artifacts"),
         "--quiet",
+        env={"PE_EXPORT_DIR": str(work / "exports")},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return warehouse

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profile_enrichment.ml import registry as registry_module
+from profile_enrichment import fsutil
 from profile_enrichment.ml.registry import (
     ArtifactIntegrityError,
     ModelRegistry,
@@ -243,7 +243,7 @@ def test_failed_write_leaves_registry_unchanged(reg, monkeypatch, failing):
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(registry_module.os, failing, boom)
+    monkeypatch.setattr(fsutil.os, failing, boom)
     with pytest.raises(OSError, match="simulated"):
         reg.register(entry("v2"))
     monkeypatch.undo()

@@ -270,12 +270,14 @@ def _tenant(value: str | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from profile_enrichment.project import find_project_dir
+    from profile_enrichment.project import claim_run_lock, find_project_dir
 
     project_dir = find_project_dir()
     warehouse = _resolve(
         project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
     )
+    if warehouse.is_file():
+        claim_run_lock(warehouse)  # never export a warehouse that a run is rewriting
     out = _resolve(project_dir, args.out or os.environ.get("PE_EXPORT_DIR", "data/exports"))
     return _export(
         project_dir,

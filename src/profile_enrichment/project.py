@@ -139,8 +139,19 @@ def _check_parquet_files(files: list[Path]) -> None:
             ) from err
 
 
+# Run locks this process holds, by warehouse path: kept open until the process exits, so the
+# kernel releases them even when the process is killed (flock dies with its file description).
+_RUN_LOCKS: dict[Path, int] = {}
+
+
 def check_warehouse_free(path: Path) -> None:
-    """Fail fast, with a clear message, when another process holds the DuckDB file."""
+    """Claim the warehouse for this process's run, or fail fast with a clear message.
+
+    Two guards. First an exclusive, non-blocking ``flock`` on ``<warehouse>.lock``, held until
+    this process exits: a second ``profile-enrichment run`` fails at once, even in the gaps
+    between dbt's connections (parsing, the export) when DuckDB itself holds no lock. Then a
+    probe of the DuckDB file, for any other program (a notebook, a plain ``dbt build``).
+    """
     import duckdb
 
     try:
@@ -149,6 +160,7 @@ def check_warehouse_free(path: Path) -> None:
         raise UserError(
             f"cannot create the warehouse folder {path.parent}: {err.strerror}"
         ) from err
+    claim_run_lock(path)
     try:
         duckdb.connect(str(path)).close()
     except duckdb.IOException as err:
@@ -158,6 +170,29 @@ def check_warehouse_free(path: Path) -> None:
                 hint="wait for it to finish, or close the program that has the file open",
             ) from err
         raise UserError(f"cannot open the warehouse {path}: {err}") from err
+
+
+def claim_run_lock(path: Path) -> None:
+    import fcntl
+
+    key = path.resolve()
+    if key in _RUN_LOCKS:
+        return
+    lock_path = key.with_name(key.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot create the run lock {lock_path}: {err.strerror}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        os.close(fd)
+        raise UserError(
+            f"another run holds the warehouse {path}",
+            hint="wait for it to finish; the lock goes when that process ends",
+        ) from err
+    os.set_inheritable(fd, False)
+    _RUN_LOCKS[key] = fd
 
 
 @dataclass

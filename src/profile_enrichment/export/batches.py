@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from profile_enrichment.errors import UserError
+from profile_enrichment.fsutil import fsync_dir
 
 from .layout import MODEL_INSIGHTS, Field, tenant_key, validate_tenant_id
 from .validate import MAX_RECORD_BYTES, RecordValidator, serialize
@@ -59,14 +60,6 @@ class BatchInfo:
     bytes: int
     files: list[dict[str, Any]] = field(default_factory=list)
     reused: bool = False
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256_file(path: Path) -> str:
@@ -300,7 +293,7 @@ class _Batch:
             fh.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         target = self.out_dir / f"{BATCH_PREFIX}{batch_id}"
         reused = False
         if target.exists():
@@ -316,7 +309,7 @@ class _Batch:
                 shutil.rmtree(stale, ignore_errors=True)
         else:
             os.rename(self.tmp, target)
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
         return BatchInfo(
             batch_id=batch_id,
             path=target,

@@ -15,6 +15,7 @@ from profile_enrichment.export.batches import BatchInfo, write_batches
 from profile_enrichment.export.layout import validate_tenant_id
 from profile_enrichment.export.payloads import dataset_payload, field_group_payload, schema_payload
 from profile_enrichment.export.records import build_records, read_profile_insights
+from profile_enrichment.fsutil import atomic_write_text
 
 SCHEMA_ID_PLACEHOLDER = "{{SCHEMA_ID}}"
 
@@ -99,7 +100,7 @@ def export_profiles(
         ("schema.json", schema_payload(tenant)),
         ("dataset.json", dataset_payload(SCHEMA_ID_PLACEHOLDER)),
     ):
-        (payload_dir / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(payload_dir / name, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     records = build_records(read_profile_insights(warehouse), tenant, as_of)
     options = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
     batches = write_batches(

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import requests
 
 from profile_enrichment.errors import UserError
+from profile_enrichment.fsutil import atomic_write_text
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -806,15 +806,4 @@ def _load_state(path: Path, settings: AEPSettings, manifest_sha: str) -> dict[st
 
 def _write_state(path: Path, state: Mapping[str, Any]) -> None:
     """Write atomically: a crash leaves either the old or the new state, never half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,7 @@ categories, one for missing).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -131,8 +132,10 @@ def _is_numeric(series: pd.Series) -> bool:
 
 
 def _nanmean(arr: np.ndarray) -> float:
+    # math.fsum is exactly rounded, so the mean does not depend on the order the warehouse
+    # returned the rows in (numpy's pairwise sum does, in the last bits): reruns are identical.
     finite = arr[~np.isnan(arr)]
-    return float(finite.mean()) if finite.size else float("nan")
+    return math.fsum(finite.tolist()) / finite.size if finite.size else float("nan")
 
 
 def feature_drift(

@@ -43,7 +43,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from profile_enrichment.errors import ModelFitError, UserError
+from profile_enrichment.fsutil import atomic_write_bytes
 from profile_enrichment.ml.explain import (
     LinearExplainer,
     TreeShapExplainer,
@@ -589,17 +589,8 @@ def save_result(result: PropensityResult, path: str | os.PathLike[str]) -> str:
 
     Record the digest in the model registry. :func:`load_result` requires it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 

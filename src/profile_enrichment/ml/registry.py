@@ -31,9 +31,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from profile_enrichment.errors import UserError
+from profile_enrichment.fsutil import atomic_write_bytes
 
 try:  # POSIX only; on other platforms the in-process lock still serializes dbt threads.
     import fcntl
@@ -275,33 +274,6 @@ def _check_relative(rel: str) -> PurePosixPath:
 # --------------------------------------------------------------------------------------------
 # File helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
