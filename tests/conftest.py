@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,23 @@ def run_dbt(
         timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def copy_project(target: Path) -> Path:
+    """The dbt project only: dbt_project.yml, profiles.yml, models/, macros/, seeds/,
+    python_models/ and tests/*.sql."""
+    target.mkdir(parents=True)
+    for name in ["dbt_project.yml", "profiles.yml", "selectors.yml"]:
+        if (PROJECT_DIR / name).exists():
+            shutil.copy2(PROJECT_DIR / name, target / name)
+    for name in ["models", "macros", "seeds", "python_models"]:
+        shutil.copytree(
+            PROJECT_DIR / name, target / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (target / "tests").mkdir()
+    for sql in (PROJECT_DIR / "tests").glob("*.sql"):
+        shutil.copy2(sql, target / "tests" / sql.name)
+    return target
 
 
 def query(warehouse: Path, sql: str) -> list[tuple]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_DIR, query, run_cli, run_dbt
+from conftest import copy_project, query, run_cli, run_dbt
 
 NEW_FEATURE = "checkouts_total"
 # Tagged as features in the copy; feature_catalog must refuse them (an identifier, a date, a
@@ -38,23 +37,6 @@ MODELS_YML = Path("models/marts/features/_features__models.yml")
 ANCHOR_AFTER = "bounced_sessions_total"  # the new column goes right after this one
 # The only other features left tagged, so that the new one has room among the three factors.
 KEPT = ["recency_days", "days_since_last_visit"]
-
-
-def copy_project(target: Path) -> Path:
-    """The dbt project only: dbt_project.yml, profiles.yml, models/, macros/, seeds/,
-    python_models/ and tests/*.sql."""
-    target.mkdir(parents=True)
-    for name in ["dbt_project.yml", "profiles.yml", "selectors.yml"]:
-        if (PROJECT_DIR / name).exists():
-            shutil.copy2(PROJECT_DIR / name, target / name)
-    for name in ["models", "macros", "seeds", "python_models"]:
-        shutil.copytree(
-            PROJECT_DIR / name, target / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    (target / "tests").mkdir()
-    for sql in (PROJECT_DIR / "tests").glob("*.sql"):
-        shutil.copy2(sql, target / "tests" / sql.name)
-    return target
 
 
 def add_feature_in_sql(project: Path) -> None:

@@ -5,8 +5,56 @@
     Columns: <key_column>, namespace, item_number (1-based), identity_value (trimmed, null when
     empty), authenticated_state (default ambiguous), is_primary.
 -#}
+{#-
+    Every identity passes the privacy guard here, once for events and profiles alike: a value
+    that is a raw e-mail address (in any namespace), or an Email_LC_SHA256 value that is not a
+    SHA-256 hex digest (an unhashed address in the hashed namespace), is never used as an
+    identity. Its identity_value is null and identity_refusal says why, so the record counts
+    it as unusable (and is quarantined as no_usable_identity when nothing else identifies it).
+    Raw addresses therefore never reach features, scores or exported identityMaps.
+-#}
 {% macro identity_map_items(relation, key_column, json_column) -%}
-    {{ return(adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column)) }}
+    select
+        parsed.{{ key_column }},
+        parsed.namespace,
+        parsed.item_number,
+        case
+            when {{ profile_enrichment.identity_refusal('parsed.namespace', 'parsed.identity_value') }} is null
+                then parsed.identity_value
+        end as identity_value,
+        {{ profile_enrichment.identity_refusal('parsed.namespace', 'parsed.identity_value') }}
+            as identity_refusal,
+        parsed.authenticated_state,
+        parsed.is_primary
+    from (
+        {{ adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column) }}
+    ) as parsed
+{%- endmacro %}
+
+
+{#- Why an identity value may not be used ('raw_email', 'unhashed_email'), or null. -#}
+{% macro identity_refusal(namespace, value) -%}
+    case
+        when {{ profile_enrichment.regexp_full_match(value, '[^@[:space:]]+@[^@[:space:]]+[.][A-Za-z]{2,}') }}
+            then 'raw_email'
+        when {{ namespace }} = 'Email_LC_SHA256'
+            and not {{ profile_enrichment.regexp_full_match('lower(' ~ value ~ ')', '[0-9a-f]{64}') }}
+            then 'unhashed_email'
+    end
+{%- endmacro %}
+
+
+{#- True when the whole of `expr` matches the (POSIX-class) regular expression `pattern`. -#}
+{% macro regexp_full_match(expr, pattern) -%}
+    {{ return(adapter.dispatch('regexp_full_match', 'profile_enrichment')(expr, pattern)) }}
+{%- endmacro %}
+
+{% macro duckdb__regexp_full_match(expr, pattern) -%}
+    regexp_full_match({{ expr }}, '{{ pattern }}')
+{%- endmacro %}
+
+{% macro default__regexp_full_match(expr, pattern) -%}
+    ({{ expr }} ~ '^({{ pattern }})$')
 {%- endmacro %}
 
 

@@ -18,6 +18,7 @@ final as (
         namespace,
         item_number,
         identity_value,
+        identity_refusal,
         authenticated_state,
         is_primary
     from items

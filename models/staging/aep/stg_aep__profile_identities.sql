@@ -38,6 +38,7 @@ final as (
         items.namespace,
         items.item_number,
         items.identity_value,
+        items.identity_refusal,
         items.is_primary
     from items
     inner join keyed_records

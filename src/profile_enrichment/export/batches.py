@@ -41,6 +41,7 @@ MAX_BATCH_BYTES = 100 * GB
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 TMP_PREFIX = ".tmp-"
+PAYLOADS = "payloads"  # the AEP payloads (field group, schema, dataset) beside the batches
 BATCH_PREFIX = "batch-"
 DATASET_ID_PLACEHOLDER = "{{DATASET_ID}}"
 # fmt argument -> (file extension, AEP inputFormat.format, also the manifest's "format")
@@ -71,10 +72,14 @@ def _sha256_file(path: Path) -> str:
 
 
 def clean_tmp(out_dir: Path) -> list[Path]:
-    """Remove ``.tmp-*`` leftovers of a crashed run; returns what was removed."""
+    """Remove leftovers of a crashed run (``.tmp-*`` batches, half-written payload files
+    ``payloads/.*.tmp``); returns what was removed."""
     removed = []
     for p in sorted(out_dir.glob(TMP_PREFIX + "*")):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    for p in sorted((out_dir / PAYLOADS).glob(".*.tmp")):
+        p.unlink(missing_ok=True)
         removed.append(p)
     return removed
 

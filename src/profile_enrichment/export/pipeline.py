@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profile_enrichment.errors import UserError
-from profile_enrichment.export.batches import BatchInfo, write_batches
+from profile_enrichment.export.batches import PAYLOADS, BatchInfo, clean_tmp, write_batches
 from profile_enrichment.export.layout import validate_tenant_id
 from profile_enrichment.export.payloads import dataset_payload, field_group_payload, schema_payload
 from profile_enrichment.export.records import build_records, read_profile_insights
@@ -93,7 +93,8 @@ def export_profiles(
         raise UserError(f"--format must be jsonl or parquet, got {fmt!r}")
     as_of, versions = _run_facts(warehouse)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload_dir = out_dir / "payloads"
+    clean_tmp(out_dir)
+    payload_dir = out_dir / PAYLOADS
     payload_dir.mkdir(exist_ok=True)
     for name, payload in (
         ("fieldgroup.json", field_group_payload(tenant)),
