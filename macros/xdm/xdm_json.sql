@@ -67,7 +67,7 @@
         {{ text_expression }},
         '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})'
     )
-        then cast(timezone('UTC', try_cast({{ text_expression }} as timestamptz)) as timestamp)
+        then cast(timezone('UTC', try_cast(upper({{ text_expression }}) as timestamptz)) as timestamp)
     end
 {%- endmacro %}
 

@@ -52,7 +52,7 @@ line_summary as (
     select
         record_id,
         max(case when line_total < 0 then 1 else 0 end) = 1 as has_negative_line_total,
-        max(case when quantity < 0 then 1 else 0 end) = 1 as has_negative_quantity,
+        max(case when quantity <= 0 then 1 else 0 end) = 1 as has_non_positive_quantity,
         max(case
             when quantity_json_type not in ('number', 'null') then 1
             when line_total_json_type not in ('number', 'null') then 1
@@ -85,6 +85,7 @@ checked as (
                 and (
                     events.event_type_json_type not in ('string', 'null')
                     or events.order_total_json_type not in ('number', 'null')
+                    or events.product_list_items_json_type not in ('array', 'null')
                     or coalesce(line_summary.has_invalid_line_type, false)
                 )
                 then 'invalid_field_type'
@@ -141,8 +142,8 @@ checked as (
                 then 'negative_amount'
         end as check_negative_amount,
         case
-            when coalesce(line_summary.has_negative_quantity, false) then 'negative_quantity'
-        end as check_negative_quantity,
+            when coalesce(line_summary.has_non_positive_quantity, false) then 'non_positive_quantity'
+        end as check_non_positive_quantity,
         case
             when
                 events.event_type = 'commerce.purchases'
@@ -179,7 +180,7 @@ with_reasons as (
             check_no_usable_identity,
             check_multiple_primary_identities,
             check_negative_amount,
-            check_negative_quantity,
+            check_non_positive_quantity,
             check_unsupported_currency,
             check_record_too_large
         ) as reasons_before_dedup
