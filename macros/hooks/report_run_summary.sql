@@ -27,8 +27,12 @@
             {%- endfor -%}
             {%- set as_of = adapter.get_relation(target.database, target.schema, 'int_run_as_of_date') -%}
             {%- if as_of is not none -%}
-                {%- set as_of_rows = run_query("select cast(as_of_date as varchar) from " ~ as_of) -%}
-                {%- do summary.update({'as_of_date': as_of_rows.rows[0][0] if as_of_rows.rows else none}) -%}
+                {%- set as_of_rows = run_query(
+                    "select cast(as_of_date as varchar), cast(first_event_date as varchar) from " ~ as_of) -%}
+                {%- do summary.update({
+                    'as_of_date': as_of_rows.rows[0][0] if as_of_rows.rows else none,
+                    'first_event_date': as_of_rows.rows[0][1] if as_of_rows.rows else none,
+                }) -%}
             {%- endif -%}
             {{ log('PE_RUN_SUMMARY ' ~ tojson(summary), info=true) }}
         {%- endif -%}
