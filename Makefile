@@ -20,7 +20,7 @@ export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run test lint fmt pytest e2e docs clean distclean
+.PHONY: help venv run report chromium test test-slow lint fmt pytest e2e bench docs clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,14 +49,32 @@ fmt: $(STAMP)  ## auto-format Python and fix SQL style
 	$(BIN)/ruff check --fix src tests python_models
 	$(BIN)/sqlfluff fix models tests --processes 2
 
-pytest: $(STAMP)  ## the pytest suite (includes end-to-end dbt runs on small data)
-	$(BIN)/pytest -q
+pytest: $(STAMP) chromium  ## the pytest suite (includes end-to-end dbt runs on small data)
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: $(STAMP)  ## the slow tests: SIGKILL crash safety of run and export (~10 min)
+	$(BIN)/pytest -q -m slow -s
 
 e2e: $(STAMP)  ## a full dbt build on small generated data, in memory
 	$(PE) generate --customers 1500 --days 540 --seed 11 --out data/ci/raw --if-changed
 	$(PE) run --raw data/ci/raw --target ci
 
-test: lint pytest e2e  ## everything CI runs
+# The report's browser test renders it in real headless Chromium (Debian's package).
+chromium:  ## install Debian's chromium when missing (the report's browser test needs it)
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: lint chromium pytest e2e  ## everything CI runs
+
+# The benchmark: ~1M customers / ~20M events over 2 years (data cached in data/bench/), the
+# pipeline's stages and the raw DuckDB / pandas / lifetimes baselines in one run. Results go to
+# bench/results/. BENCH_CUSTOMERS=20000 is a quick run; it runs under nice, DuckDB capped at 8GB.
+BENCH_CUSTOMERS ?= 1000000
+bench: $(STAMP)  ## benchmark at ~20M events vs raw DuckDB, pandas, lifetimes (bench/results/)
+	nice -n 10 $(PE) bench --customers $(BENCH_CUSTOMERS)
 
 docs: $(STAMP)  ## dbt docs generate (target/index.html)
 	$(BIN)/dbt docs generate --target ci --vars '{raw_profiles: false}' --empty-catalog
