@@ -107,6 +107,23 @@ def test_newest_snapshot_is_validation_and_metrics_are_plain(frame, result) -> N
     assert 0.7 < m["roc_auc"] < 1.0 and 0 < m["brier"] < 0.25
 
 
+def test_validation_predictions_are_the_rows_behind_the_metrics(frame, result) -> None:
+    """The report draws its curves from these rows, so they must reproduce the metrics."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    rows = result.validation_predictions
+    labelled = frame[frame["is_churned"].notna()]
+    newest = labelled[labelled["as_of_date"] == pd.Timestamp(DATES[-1]).date()]
+    assert list(rows.columns) == ["customer_id", "is_positive", "probability"]
+    assert len(rows) == result.metrics["n_valid"]
+    assert sorted(rows["customer_id"]) == sorted(newest["customer_id"].astype(str))
+    truth = newest.set_index(newest["customer_id"].astype(str))["is_churned"].astype(bool)
+    assert (rows["is_positive"].to_numpy() == truth.loc[rows["customer_id"]].to_numpy()).all()
+    y, p = rows["is_positive"].to_numpy(), rows["probability"].to_numpy()
+    assert roc_auc_score(y, p) == pytest.approx(result.metrics["roc_auc"], abs=1e-12)
+    assert brier_score_loss(y, p) == pytest.approx(result.metrics["brier"], abs=1e-12)
+
+
 def test_final_model_is_fitted_on_older_snapshots_only(frame, result) -> None:
     labelled = frame[frame["is_churned"].notna()].sort_values(
         ["as_of_date", "customer_id"], kind="mergesort"

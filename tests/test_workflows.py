@@ -795,3 +795,33 @@ def test_clv_holdout_reports_the_spearman_ranking_against_future_revenue(tmp_pat
     # one-time buyers have no future revenue in this proxy but a positive CLV: a clear, not tight, ranking
     assert metrics["holdout_spearman_clv_vs_future_revenue"] > 0.3, metrics
     assert metrics["holdout_future_revenue_total"] == pytest.approx(holdout["future_revenue"].sum())
+
+
+def test_clv_holdout_compares_predicted_and_actual_purchases_by_frequency(tmp_path) -> None:
+    """With today's features, the holdout check records per calibration frequency the mean
+    predicted and actual repeat purchase days since the snapshot (the report's FHL Fig. 3)."""
+    holdout = clv_features(n_buyers=1500, n_nonbuyers=0, seed=3)
+    holdout["as_of_date"] = pd.Timestamp("2023-06-01")
+    holdout["purchase_days_total"] = holdout["repeat_purchase_days"] + 1
+    rng = np.random.default_rng(5)
+    gained = rng.poisson(holdout["repeat_purchase_days"] / holdout["customer_tenure_days"] * 334)
+    holdout["future_revenue"] = gained * 10.0
+    current = pd.DataFrame(
+        {
+            "customer_id": holdout["customer_id"],
+            "purchase_days_total": holdout["purchase_days_total"] + gained,
+        }
+    )
+    metrics = workflows.clv_holdout_metrics(holdout, config_at(tmp_path), current=current)
+    assert metrics["holdout_days"] == (pd.Timestamp(AS_OF) - pd.Timestamp("2023-06-01")).days
+    assert set(metrics["holdout_params"]) == {"r", "alpha", "a", "b"}
+    rows = pd.DataFrame(metrics["holdout_by_frequency"])
+    assert rows["customers"].sum() == 1500
+    cap = metrics["holdout_frequency_cap"]
+    x = holdout["repeat_purchase_days"].clip(upper=cap).astype(int)
+    expected_actual = pd.Series(gained, index=holdout.index).groupby(x).mean()
+    assert rows.set_index("frequency")["actual_mean"].to_dict() == pytest.approx(
+        expected_actual.to_dict()
+    )
+    # Predictions rise with past frequency, as the actual purchases do.
+    assert rows["predicted_mean"].iloc[-1] > rows["predicted_mean"].iloc[0]

@@ -13,8 +13,9 @@ def model(dbt, session):
         return workflows.empty_output("ml_churn_scores")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
     features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
-    training = (
-        dbt.ref("int_training_examples").filter("is_churn_eligible and is_churned is not null").df()
+    training = workflows.bounded_rows(
+        dbt.ref("int_training_examples").filter("is_churn_eligible and is_churned is not null"),
+        config,
     )
     scoring = dbt.ref("customer_features").df()
     registry = workflows.open_registry(config)

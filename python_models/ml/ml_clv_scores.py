@@ -13,6 +13,7 @@ def model(dbt, session):
         return workflows.empty_output("ml_clv_scores")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
     features = dbt.ref("customer_features").df()
-    holdout = dbt.ref("int_training_examples").filter("future_revenue is not null").df()
-    holdout = holdout[holdout["as_of_date"] == holdout["as_of_date"].max()]
+    holdout = workflows.latest_snapshot(
+        dbt.ref("int_training_examples").filter("future_revenue is not null")
+    )
     return workflows.run_clv(features, workflows.open_registry(config), config, holdout)

@@ -14,11 +14,12 @@ def model(dbt, session):
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
     features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
     columns = ", ".join(features) if features else "customer_id"
-    training = (
-        dbt.ref("int_training_examples")
-        .filter("is_churned is not null or is_converted is not null")
-        .project(columns)
-        .df()
+    training = workflows.bounded_rows(
+        dbt.ref("int_training_examples").filter(
+            "is_churned is not null or is_converted is not null"
+        ),
+        config,
+        columns,
     )
     scoring = dbt.ref("customer_features").project(columns).df()
     return workflows.run_drift(training, scoring, features, config)

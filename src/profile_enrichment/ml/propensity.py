@@ -192,6 +192,10 @@ class PropensityResult:
     # It turns a contribution's sign into an honest "increases"/"decreases".
     calibration_sign: int = 1
     sklearn_version: str = field(default=sklearn.__version__)
+    # The validation snapshot's labels and cross-fitted probabilities (customer_id,
+    # is_positive, probability): the rows behind ``metrics``, kept for the report's ROC,
+    # gains and calibration curves. None for results saved before it was recorded.
+    validation_predictions: pd.DataFrame | None = None
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw model margin (log-odds before calibration)."""
@@ -470,6 +474,13 @@ def train_propensity(
         config=config,
         train_as_of_dates=tuple(str(pd.Timestamp(d).date()) for d in dates[:-1]),
         valid_as_of_date=str(pd.Timestamp(valid_date).date()),
+        validation_predictions=pd.DataFrame(
+            {
+                "customer_id": labelled.loc[is_valid, "customer_id"].astype("str").to_numpy(),
+                "is_positive": y_va.astype(bool),
+                "probability": oof,
+            }
+        ),
     )
     lo, hi = np.quantile(margins[chosen], [0.01, 0.99])
     p_lo, p_hi = result.probability_from_margin(np.array([lo, hi]))

@@ -63,6 +63,7 @@ class MLConfig:
     propensity_champion_tolerance: float = 0.02
     propensity_bucket_high: int = 70
     propensity_bucket_medium: int = 30
+    max_training_rows: int = 500_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -97,7 +98,34 @@ class MLConfig:
             propensity_champion_tolerance=value("propensity_champion_tolerance", float, 0.02),
             propensity_bucket_high=value("propensity_bucket_high", int, 70),
             propensity_bucket_medium=value("propensity_bucket_medium", int, 30),
+            max_training_rows=value("ml_max_training_rows", int, 500_000),
         )
+
+
+def bounded_rows(relation: Any, config: MLConfig, columns: str | None = None) -> pd.DataFrame:
+    """A DuckDB relation of training examples as a DataFrame, at most ~``max_training_rows``.
+
+    Above the cap, whole customers are sampled (all their snapshots, chosen by a hash of
+    customer_id, so the same data gives the same sample and per-customer folds stay intact)
+    before anything reaches pandas. At 1M customers the snapshots hold ~10M rows x 80 columns:
+    loading them all would take 6+ GB per Python model and minutes of fitting, for no gain in
+    the models. Below the cap (the demo, the tests) every row is used, as before. ``columns``
+    (SQL) projects after sampling.
+    """
+    total = int(relation.aggregate("count(*)").fetchall()[0][0])
+    cap = config.max_training_rows
+    if total > cap:
+        buckets = 1_000_000
+        relation = relation.filter(f"hash(customer_id) % {buckets} < {buckets * cap // total}")
+    return (relation.project(columns) if columns else relation).df()
+
+
+def latest_snapshot(relation: Any) -> pd.DataFrame:
+    """The rows of ``relation`` at its latest as_of_date, filtered in DuckDB, not in pandas."""
+    latest = relation.aggregate("max(as_of_date)").fetchall()[0][0]
+    if latest is None:
+        return relation.limit(0).df()
+    return relation.filter(f"as_of_date = date '{latest.isoformat()}'").df()
 
 
 def feature_lists(catalog: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -326,7 +354,7 @@ def run_clv(
             }
             if holdout is not None and not holdout.empty:
                 try:
-                    metrics.update(clv_holdout_metrics(holdout, config))
+                    metrics.update(clv_holdout_metrics(holdout, config, current=features))
                 except ModelFitError as err:
                     metrics["holdout_error"] = str(err)
             used = _publish_json_model(
@@ -366,8 +394,16 @@ def run_clv(
     return scores[CLV_OUTPUT_COLUMNS]
 
 
-def clv_holdout_metrics(holdout: pd.DataFrame, config: MLConfig) -> dict[str, float]:
-    """Refit on an older snapshot and compare its CLV ranking with realized future revenue."""
+def clv_holdout_metrics(
+    holdout: pd.DataFrame, config: MLConfig, current: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Refit on an older snapshot and compare its CLV ranking with realized future revenue.
+
+    With ``current`` (customer_features at the run's as-of date), also record what the model
+    report draws in the style of Fader, Hardie & Lee (2005): the refit's parameters and, per
+    calibration-period repeat frequency, the mean predicted and actual repeat purchase days
+    between the snapshot and the as-of date (``holdout_by_frequency``).
+    """
     from scipy.stats import spearmanr
 
     buyers = _clv_frame(holdout)
@@ -378,13 +414,57 @@ def clv_holdout_metrics(holdout: pd.DataFrame, config: MLConfig) -> dict[str, fl
     predicted = predict_clv(bg, gg, buyers, config)
     rho = spearmanr(predicted["clv_predicted_value"], buyers["future_revenue"]).statistic
     expected = float(predicted["clv_expected_purchases"].sum())
+    extra: dict[str, Any] = {}
+    if current is not None and "purchase_days_total" in buyers.columns:
+        extra = _holdout_by_frequency(bg, buyers, current, config)
     return {
+        **extra,
         "holdout_as_of_date": _date_str(holdout["as_of_date"].iloc[0]),
         "holdout_customers": len(buyers),
         "holdout_spearman_clv_vs_future_revenue": float(rho),
         "holdout_predicted_value_total": float(predicted["clv_predicted_value"].sum()),
         "holdout_future_revenue_total": float(buyers["future_revenue"].sum()),
         "holdout_expected_purchases_total": expected,
+    }
+
+
+def _holdout_by_frequency(
+    bg: Any, buyers: pd.DataFrame, current: pd.DataFrame, config: MLConfig, cap: int = 7
+) -> dict[str, Any]:
+    """Predicted vs actual repeat purchase days in (snapshot, as-of], by calibration frequency."""
+    snapshot = pd.Timestamp(buyers["as_of_date"].iloc[0])
+    days = (pd.Timestamp(config.as_of_date) - snapshot).days
+    if days <= 0 or "purchase_days_total" not in current.columns:
+        return {}
+    now = current.set_index("customer_id")["purchase_days_total"].astype("float64")
+    then = buyers["purchase_days_total"].astype("float64").to_numpy()
+    actual = now.reindex(buyers["customer_id"]).to_numpy() - then
+    known = ~np.isnan(actual)
+    x = buyers["repeat_purchase_days"].to_numpy()[known]
+    predicted = bg.expected_purchases(
+        days,
+        x,
+        buyers["repeat_recency_days"].to_numpy()[known],
+        buyers["customer_tenure_days"].to_numpy()[known],
+    )
+    frame = pd.DataFrame(
+        {"x": np.minimum(x, cap).astype(int), "actual": actual[known], "predicted": predicted}
+    )
+    rows = [
+        {
+            "frequency": int(k),
+            "customers": len(g),
+            "actual_mean": float(g["actual"].mean()),
+            "predicted_mean": float(g["predicted"].mean()),
+        }
+        for k, g in frame.groupby("x", sort=True)
+    ]
+    params = bg.params_dict()
+    return {
+        "holdout_days": int(days),
+        "holdout_params": {k: float(params[k]) for k in ("r", "alpha", "a", "b")},
+        "holdout_by_frequency": rows,
+        "holdout_frequency_cap": cap,
     }
 
 
@@ -570,6 +650,53 @@ def registry_table(registry: ModelRegistry) -> pd.DataFrame:
     for column in ("n_train", "n_valid"):
         frame[column] = frame[column].astype("int64")
     return frame
+
+
+VALIDATION_COLUMNS = [
+    "model_name",
+    "model_version",
+    "valid_as_of_date",
+    "customer_id",
+    "is_positive",
+    "probability",
+]
+
+
+def propensity_validation_table(registry: ModelRegistry) -> pd.DataFrame:
+    """The validation rows of each propensity champion: label and cross-fitted probability.
+
+    These are the rows behind the champion's registry metrics, so the report's ROC, gains and
+    calibration curves agree with them. A champion saved before the rows were recorded (or
+    none at all) contributes nothing.
+    """
+    from profile_enrichment.ml.propensity import load_result
+
+    frames = []
+    for kind in PROPENSITY_LABELS:
+        champion = registry.champion(kind)
+        if champion is None or champion.artifact_path is None:
+            continue
+        result = load_result(
+            Path(registry.root) / champion.artifact_path, str(champion.artifact_sha256)
+        )
+        rows = getattr(result, "validation_predictions", None)
+        if rows is None or rows.empty:
+            continue
+        frame = rows[["customer_id", "is_positive", "probability"]].copy()
+        frame.insert(0, "valid_as_of_date", pd.Timestamp(result.valid_as_of_date).date())
+        frame.insert(0, "model_version", champion.model_version)
+        frame.insert(0, "model_name", kind)
+        frames.append(frame)
+    if not frames:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in VALIDATION_COLUMNS})
+        frame["valid_as_of_date"] = frame["valid_as_of_date"].astype("datetime64[ns]")
+        frame["is_positive"] = frame["is_positive"].astype("bool")
+        frame["probability"] = frame["probability"].astype("float64")
+        return frame
+    out = pd.concat(frames, ignore_index=True)
+    out["is_positive"] = out["is_positive"].astype("bool")
+    out["probability"] = out["probability"].astype("float64")
+    return out[VALIDATION_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------
