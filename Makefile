@@ -29,15 +29,18 @@ $(STAMP): pyproject.toml requirements.lock requirements-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-test.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the pinned dependencies
 
-run: $(STAMP)  ## demo data, the whole pipeline and an export
+run: $(STAMP)  ## demo data, the whole pipeline, an export and the HTML report
 	$(PE) generate --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out $(DEMO_RAW) --if-changed
 	$(PE) run --raw $(DEMO_RAW)
+
+report: $(STAMP)  ## rewrite the HTML model report (data/reports/index.html)
+	$(PE) report
 
 lint: $(STAMP)  ## ruff + sqlfluff (dbt templater, in-memory ci target)
 	$(BIN)/ruff check src tests python_models

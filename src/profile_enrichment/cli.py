@@ -16,6 +16,7 @@ from pathlib import Path
 
 from profile_enrichment import __version__
 from profile_enrichment.errors import UserError
+from profile_enrichment.progress import counter, status
 
 EPILOG_MAIN = """\
 examples:
@@ -24,9 +25,12 @@ examples:
       --customer-col customer_id --date-col order_date --amount-col amount
   profile-enrichment run --raw data/raw
   profile-enrichment run --raw data/raw --as-of 2025-06-01 --warehouse /tmp/backtest.duckdb
+  profile-enrichment run --raw data/raw --if-changed     # nightly: skip when nothing changed
   profile-enrichment export --tenant acme --out data/exports
   profile-enrichment validate data/exports/batch-<id>
   profile-enrichment upload data/exports/batch-<id>      # PE_AEP_* credentials from the env
+  profile-enrichment report                               # data/reports/index.html
+  profile-enrichment bench --customers 20000              # quick benchmark (default ~1M)
 
 Settings also come from environment variables (PE_RAW_DIR, PE_WAREHOUSE, PE_AS_OF_DATE,
 PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR) or dbt vars, so `dbt build` behaves the same.
@@ -40,6 +44,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from err
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
     return value
 
 
@@ -63,14 +77,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"demo data in {out} is up to date (same arguments); not regenerating")
         return 0
     started = time.perf_counter()
-    summary = generate(
-        customers=args.customers,
-        days=args.days,
-        seed=args.seed,
-        out_dir=out,
-        fmt=args.format,
-        start_date=args.start_date,
-    )
+    with counter("generating people", "people") as update:
+        summary = generate(
+            customers=args.customers,
+            days=args.days,
+            seed=args.seed,
+            out_dir=out,
+            fmt=args.format,
+            start_date=args.start_date,
+            activity_scale=args.activity_scale,
+            progress=update,
+        )
     seconds = time.perf_counter() - started
     print(
         f"generated {summary.events:,} events for {summary.customers:,} people "
@@ -94,7 +111,8 @@ def _generator_args_match(out: Path, args: argparse.Namespace) -> bool:
         "fmt": args.format,
         "start_date": args.start_date.isoformat(),
     }
-    return all(str(recorded.get(k)) == str(v) for k, v in wanted.items())
+    same = all(str(recorded.get(k)) == str(v) for k, v in wanted.items())
+    return same and float(recorded.get("activity_scale", 1.0)) == args.activity_scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +161,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         find_project_dir,
         inspect_raw_dir,
         parse_as_of,
-        run_dbt,
     )
 
     project_dir = find_project_dir()
@@ -180,16 +197,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Only tests whose every parent is selected: otherwise dbt's default (eager) test
         # selection pulls in tests of models this run does not build.
         command += ["--select", args.select, "--indirect-selection", "buildable"]
-    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet)
+    result, unchanged = _build_unless_unchanged(
+        args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts
+    )
     if result.locked:
         raise UserError(
             f"another run holds the warehouse {warehouse}",
             hint="wait for it to finish, or close the program that has the file open",
         )
     _print_summary(result.summary, raw_input, warehouse)
-    if result.returncode == 0 and target == "dev" and not args.no_export and not args.select:
+    if result.returncode == 0:
+        _check_as_of_sees_data(result.summary)
+    if result.returncode == 0 and target == "dev" and not args.select:
         out = _resolve(project_dir, os.environ.get("PE_EXPORT_DIR", "data/exports"))
-        return _export(project_dir, warehouse, out, _tenant(None), "jsonl", None, 0)
+        code = 0
+        if not args.no_export:
+            code = _export_after_run(project_dir, warehouse, out, unchanged)
+        if not args.no_report:
+            _report(project_dir, warehouse, _default_report_path(warehouse), out)
+        return code
     if result.returncode != 0:
         print(f"dbt build failed (exit {result.returncode}):", file=sys.stderr)
         hint = (
@@ -201,6 +227,64 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  - {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts):
+    """`dbt build`, or, with --if-changed and nothing changed since the last successful build
+    (see profile_enrichment.run_state), the last build's summary without running dbt.
+    Returns (result, the recorded state when dbt was skipped, else None)."""
+    from profile_enrichment import run_state
+    from profile_enrichment.project import DbtResult, run_dbt
+
+    recordable = warehouse is not None and not args.select
+    if recordable and args.if_changed:
+        current = run_state.fingerprint(project_dir, raw, command, dbt_vars, artifacts)
+        state = run_state.unchanged_since_last_run(warehouse, current)
+        if state is not None:
+            print(
+                "nothing changed since the last successful build (inputs, code, settings): "
+                "dbt build skipped; drop --if-changed to rebuild anyway"
+            )
+            return DbtResult(0, [], state.get("summary")), state
+    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet)
+    if recordable and result.returncode == 0:
+        run_state.record_run(
+            warehouse, project_dir, raw, command, dbt_vars, artifacts, result.summary
+        )
+    elif warehouse is not None:
+        run_state.state_path(warehouse).unlink(missing_ok=True)
+    return result, None
+
+
+def _export_after_run(project_dir: Path, warehouse: Path, out: Path, unchanged) -> int:
+    """The export of a run; when dbt was skipped as unchanged, the last export is reused as
+    long as its batches are intact (same warehouse, same records: nothing to rebuild)."""
+    from profile_enrichment import run_state
+
+    tenant = _tenant(None)
+    if unchanged is not None:
+        batches = run_state.previous_export(unchanged, out, tenant)
+        if batches:
+            for batch in batches:
+                print(f"export:      unchanged, reused {batch} (checksums verified)")
+            return 0
+    code, batches = _export_batches(project_dir, warehouse, out, tenant, "jsonl", None, 0)
+    if code == 0:
+        run_state.record_export(warehouse, out, tenant, batches)
+    return code
+
+
+def _check_as_of_sees_data(summary: dict | None) -> None:
+    """An as-of date on or before the first accepted event leaves every feature empty: the
+    build is valid (empty outputs), but scoring and exporting nothing is a mistake to report."""
+    as_of = (summary or {}).get("as_of_date")
+    first = (summary or {}).get("first_event_date")
+    if as_of and first and as_of <= first:
+        raise UserError(
+            f"the as-of date {as_of} is not after the first accepted event ({first}): "
+            "no customer has features, so nothing was scored or exported",
+            hint="pass a later --as-of (features see only days before it)",
+        )
 
 
 def _resolve(project_dir: Path, value: str) -> Path:
@@ -241,10 +325,24 @@ def _export(
     max_file_mb: float | None,
     allow_rejects: int,
 ) -> int:
+    return _export_batches(project_dir, warehouse, out, tenant, fmt, max_file_mb, allow_rejects)[0]
+
+
+def _export_batches(
+    project_dir: Path,
+    warehouse: Path,
+    out: Path,
+    tenant: str,
+    fmt: str,
+    max_file_mb: float | None,
+    allow_rejects: int,
+) -> tuple[int, list[Path]]:
+    """Export and print the outcome; returns (exit code, batch folders)."""
     from profile_enrichment.export.pipeline import export_profiles
 
     max_bytes = None if max_file_mb is None else int(max_file_mb * 1024 * 1024)
-    result = export_profiles(warehouse, out, tenant=tenant, fmt=fmt, max_file_bytes=max_bytes)
+    with status("exporting XDM profile records"):
+        result = export_profiles(warehouse, out, tenant=tenant, fmt=fmt, max_file_bytes=max_bytes)
     print(
         f"export:      {result.records:,} profile records as of {result.as_of_date}, "
         f"{len(result.batches)} batch(es), {result.rejects:,} rejected"
@@ -261,8 +359,8 @@ def _export(
             f"(see rejects.jsonl in the batch folder; --allow-rejects N tolerates N)",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return 1, []
+    return 0, [batch.path for batch in result.batches]
 
 
 def _tenant(value: str | None) -> str:
@@ -316,8 +414,88 @@ def cmd_upload(args: argparse.Namespace) -> int:
     batch = Path(args.batch_dir)
     if not (batch / "manifest.json").is_file():
         raise UserError(f"{batch} is not a batch folder (no manifest.json)")
-    result = upload_batch(batch, poll_interval=args.poll_interval)
+    with status(f"uploading {batch.name} to AEP"):
+        result = upload_batch(batch, poll_interval=args.poll_interval)
     print(result.summary())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    import re
+
+    from profile_enrichment.bench.harness import DEFAULT_MEMORY_LIMIT, run_bench
+    from profile_enrichment.project import find_project_dir
+
+    project_dir = find_project_dir()
+    if args.days < 7:
+        raise UserError(f"--days must be at least 7, got {args.days}")
+    memory_limit = (
+        args.memory_limit or os.environ.get("PE_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+    )
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)", memory_limit, re.I):
+        raise UserError(f"--memory-limit must look like 8GB or 50%, got {memory_limit!r}")
+    _, path = run_bench(
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        activity_scale=args.activity_scale,
+        data_dir=_resolve(project_dir, args.data_dir),
+        results_dir=_resolve(project_dir, args.results_dir),
+        project_dir=project_dir,
+        memory_limit=memory_limit,
+    )
+    print()
+    print(path.with_suffix(".md").read_text())
+    print(f"results: {path} (+ .md)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def _default_report_path(warehouse: Path) -> Path:
+    """reports/index.html beside the warehouse: data/reports/index.html by default."""
+    return warehouse.parent / "reports" / "index.html"
+
+
+def _project_var(project_dir: Path, name: str, default: float) -> float:
+    import yaml
+
+    try:
+        project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
+        return float((project.get("vars") or {}).get(name, default))
+    except (OSError, yaml.YAMLError, TypeError, ValueError):
+        return default
+
+
+def _report(project_dir: Path, warehouse: Path, out: Path, export_dir: Path | None) -> None:
+    from profile_enrichment.report import build_report
+
+    result = build_report(
+        warehouse,
+        out,
+        export_dir=export_dir,
+        drift_threshold=_project_var(project_dir, "drift_psi_threshold", 0.2),
+    )
+    print(
+        f"report:      {result.path} ({result.charts} charts, {result.bytes / 1e6:.1f} MB, "
+        f"{result.seconds:.1f}s)"
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from profile_enrichment.project import find_project_dir
+
+    project_dir = find_project_dir()
+    warehouse = _resolve(
+        project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
+    )
+    out = _resolve(project_dir, args.out) if args.out else _default_report_path(warehouse)
+    exports = _resolve(project_dir, args.exports or os.environ.get("PE_EXPORT_DIR", "data/exports"))
+    _report(project_dir, warehouse, out, exports)
     return 0
 
 
@@ -347,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     gen.add_argument(
         "--start-date", type=_parse_date, default=_parse_date("2024-01-01"), help="first day"
+    )
+    gen.add_argument(
+        "--activity-scale",
+        type=_positive_float,
+        default=1.0,
+        help="events per person relative to the default (~130 over 2 years); bench uses 0.065",
     )
     gen.add_argument(
         "--if-changed", action="store_true", help="skip when OUT already holds the same data"
@@ -420,9 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
     )
     run.add_argument("--select", help="dbt node selection, e.g. 'tag:features'")
+    run.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="skip dbt when raw files, code and settings are the same as at the last successful build",
+    )
     run.add_argument("--quiet", action="store_true", help="hide dbt's own output")
     run.add_argument(
         "--no-export", action="store_true", help="skip the XDM export after the build (dev target)"
+    )
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the HTML model report after the build (dev target)",
     )
     run.set_defaults(func=cmd_run)
 
@@ -473,6 +667,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-interval", type=float, default=10.0, help="seconds between batch status checks"
     )
     upl.set_defaults(func=cmd_upload)
+
+    rep = sub.add_parser(
+        "report",
+        help="write the self-contained HTML model report (charts inline, opens offline)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  profile-enrichment report                          # -> data/reports/index.html\n"
+            "  profile-enrichment report --warehouse /tmp/backtest.duckdb --out /tmp/report.html\n"
+            "the report reads the warehouse read-only; `run` writes it after every dev build"
+        ),
+    )
+    rep.add_argument(
+        "--warehouse", help="DuckDB file (env PE_WAREHOUSE; default data/warehouse.duckdb)"
+    )
+    rep.add_argument("--out", help="HTML file (default: reports/index.html beside the warehouse)")
+    rep.add_argument(
+        "--exports", help="export folder to summarise (env PE_EXPORT_DIR; default data/exports)"
+    )
+    rep.set_defaults(func=cmd_report)
+
+    ben = sub.add_parser(
+        "bench",
+        help="time the pipeline against raw DuckDB, pandas and lifetimes on generated data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  profile-enrichment bench                      # ~1M customers, ~20M events\n"
+            "  profile-enrichment bench --customers 20000    # quick run\n"
+            "data is cached in DATA_DIR by parameters; results go to RESULTS_DIR as\n"
+            "<date>-<machine>[-c<customers>].json and .md"
+        ),
+    )
+    ben.add_argument(
+        "--customers", type=_positive_int, default=1_000_000, help="people (~20 events each)"
+    )
+    ben.add_argument("--days", type=_positive_int, default=730, help="length of the history")
+    ben.add_argument("--seed", type=int, default=7, help="generator seed")
+    ben.add_argument(
+        "--activity-scale",
+        type=_positive_float,
+        default=0.065,
+        help="events per person relative to the generator's default (0.065: ~20 over 2 years)",
+    )
+    ben.add_argument("--data-dir", default="data/bench", help="cache for generated data")
+    ben.add_argument("--results-dir", default="bench/results", help="where results are written")
+    ben.add_argument(
+        "--memory-limit",
+        help="DuckDB memory_limit for every stage (env PE_DUCKDB_MEMORY_LIMIT; default 8GB)",
+    )
+    ben.set_defaults(func=cmd_bench)
     return parser
 
 

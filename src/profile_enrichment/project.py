@@ -6,6 +6,7 @@ directory), so the DuckDB file is released the moment dbt exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from profile_enrichment.errors import UserError
+from profile_enrichment.progress import DbtProgress, interactive
 
 SUMMARY_MARKER = "PE_RUN_SUMMARY "
 _LOCK_PATTERNS = ("Could not set lock on file", "Conflicting lock is held")
@@ -233,19 +235,25 @@ def run_dbt(
     summary = None
     locked = False
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if SUMMARY_MARKER in line:
-            payload = line.split(SUMMARY_MARKER, 1)[1].strip()
-            try:
-                summary = json.loads(payload)
-            except json.JSONDecodeError:
-                summary = None
-            continue
-        if any(p in line for p in _LOCK_PATTERNS):
-            locked = True
-        if not quiet:
-            sys.stdout.write(line)
-    returncode = proc.wait()
+    # On a terminal, dbt's hundreds of lines become one progress bar (problems still print);
+    # piped or captured output stays dbt's own, line for line.
+    bar = DbtProgress() if not quiet and interactive() else None
+    with bar if bar is not None else contextlib.nullcontext():
+        for line in proc.stdout:
+            if SUMMARY_MARKER in line:
+                payload = line.split(SUMMARY_MARKER, 1)[1].strip()
+                try:
+                    summary = json.loads(payload)
+                except json.JSONDecodeError:
+                    summary = None
+                continue
+            if any(p in line for p in _LOCK_PATTERNS):
+                locked = True
+            if bar is not None:
+                bar.feed(line)
+            elif not quiet:
+                sys.stdout.write(line)
+        returncode = proc.wait()
     return DbtResult(returncode, _failures(project_dir), summary, locked)
 
 
