@@ -1,0 +1,714 @@
+"""`profile-enrichment bench`: time the pipeline and its baselines on one data set, in one run.
+
+What it does, in order:
+
+1. generates ``days + 1`` days of events for ``customers`` people once per parameter set and
+   caches them under ``data/bench/<key>/`` (the generation is timed the first time and the
+   measurement is kept with the cache); the last day is split off as the "next night";
+2. **full refresh**: ``profile-enrichment run`` on an empty warehouse (``dbt build``), then
+   ``profile-enrichment export`` (XDM records, validation, batch files);
+3. the **baselines** on the same files: raw DuckDB SQL, pandas RFM, lifetimes' fitters;
+4. **incremental refresh**: the next day's file is added, run + export again;
+5. **no-change rerun**: the same again, nothing new.
+
+Every step is a subprocess. Its wall time and the peak RSS of its whole process tree (sampled
+with psutil every 50 ms) are recorded, with dbt's per-model times from ``run_results.json``.
+The results go to ``bench/results/<date>-<machine>[-c<customers>].json`` and ``.md``.
+Nothing here asserts a timing; the targets are reported, met or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from profile_enrichment.errors import UserError
+
+#: The generator averages ~130 events per person over two years; the benchmark wants ~20 (1M
+#: customers ~ 20M events), so it scales activity per person down (purchases, sessions, e-mail).
+DEFAULT_ACTIVITY_SCALE = 0.065
+DEFAULT_CUSTOMERS = 1_000_000
+DEFAULT_DAYS = 730
+DEFAULT_MEMORY_LIMIT = "8GB"
+START_DATE = date(2024, 1, 1)
+RESULTS_SCHEMA_VERSION = 1
+
+#: dbt models that make up the "feature layer" compared with the raw DuckDB baseline.
+FEATURE_LAYER_PATHS = ("models/staging/", "models/intermediate/", "models/marts/features/")
+FEATURE_LAYER_EXCLUDE = ("models/intermediate/ml/",)
+
+#: (key, what, target, how the value compares: "le" = value <= target, "ge" = value >= target)
+TARGETS: tuple[tuple[str, str, float, str, str], ...] = (
+    ("full_refresh_seconds", "full refresh incl. export and validation", 60.0, "le", "s"),
+    ("peak_rss_gb", "peak RSS (any stage)", 6.0, "le", "GB"),
+    ("feature_layer_vs_raw_duckdb", "feature layer vs raw DuckDB", 1.5, "le", "x"),
+    ("incremental_vs_full", "incremental refresh of one new day vs full", 0.2, "le", "x"),
+    ("no_change_vs_full", "no-change rerun vs full", 0.1, "le", "x"),
+    ("clv_speedup_vs_lifetimes", "CLV fit speed-up vs lifetimes", 10.0, "ge", "x"),
+    ("clv_max_param_difference_pct", "CLV parameters vs lifetimes", 0.1, "le", "%"),
+    ("export_seconds", "export + validation of the profile records", 15.0, "le", "s"),
+    ("generate_seconds", "generating the events", 60.0, "le", "s"),
+)
+
+
+@dataclass
+class Measurement:
+    """One measured subprocess."""
+
+    seconds: float
+    peak_rss_bytes: int
+    returncode: int
+    log: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "returncode": self.returncode,
+        }
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def measure(
+    command: list[str], *, cwd: Path, env: dict[str, str], log: Path, interval: float = 0.05
+) -> Measurement:
+    """Run ``command``; return wall seconds and the peak RSS of its process tree (all children)."""
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    peak = 0
+    with log.open("w") as out:
+        started = time.perf_counter()
+        popen = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = psutil.Process(popen.pid)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _tree_rss(proc))
+                done.wait(interval)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        returncode = popen.wait()
+        seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return Measurement(seconds, peak, returncode, log)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BenchData:
+    """The cached data set: base events (all but the last day) and the next day's events."""
+
+    root: Path
+    base_files: list[Path]
+    profiles_dir: Path
+    next_day_file: Path
+    base_events: int
+    next_day_events: int
+    generate: dict[str, Any]
+
+
+def _cache_key(customers: int, days: int, seed: int, activity_scale: float) -> str:
+    return f"c{customers}-d{days}-s{seed}-a{activity_scale:g}"
+
+
+def prepare_data(
+    cache: Path,
+    *,
+    customers: int,
+    days: int,
+    seed: int,
+    activity_scale: float,
+    project_dir: Path,
+    env: dict[str, str],
+    echo: Callable[[str], None],
+) -> BenchData:
+    """Generate ``days + 1`` days once (cached by parameters) and split off the last day."""
+    generated = cache / "generated"
+    gen_record = cache / "generate.json"
+    command = [
+        _pe(),
+        "generate",
+        "--customers",
+        str(customers),
+        "--days",
+        str(days + 1),
+        "--seed",
+        str(seed),
+        "--activity-scale",
+        str(activity_scale),
+        "--start-date",
+        START_DATE.isoformat(),
+        "--out",
+        str(generated),
+        "--if-changed",
+    ]
+    if gen_record.exists() and (generated / "_generator.json").exists():
+        generate = json.loads(gen_record.read_text()) | {"cached": True}
+        # --if-changed only checks the recorded arguments: cheap, and safe if files were removed.
+        check = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True)
+        if check.returncode != 0 or "up to date" not in check.stdout:
+            gen_record.unlink()
+            return prepare_data(
+                cache,
+                customers=customers,
+                days=days,
+                seed=seed,
+                activity_scale=activity_scale,
+                project_dir=project_dir,
+                env=env,
+                echo=echo,
+            )
+        echo(f"data: cached in {generated}")
+    else:
+        echo(f"data: generating {customers:,} customers over {days + 1} days -> {generated}")
+        shutil.rmtree(cache / "split", ignore_errors=True)
+        m = measure(command, cwd=project_dir, env=env, log=cache / "generate.log")
+        if m.returncode != 0:
+            raise UserError(f"generating the benchmark data failed; see {m.log}")
+        meta = json.loads((generated / "_generator.json").read_text())
+        events = meta["counts"]["events"]
+        generate = m.as_dict() | {
+            "events": events,
+            "events_per_second": round(events / m.seconds, 1),
+            "customers": customers,
+            "cached": False,
+        }
+        gen_record.write_text(json.dumps(generate, indent=2) + "\n")
+    return _split_last_day(cache, generated, days, generate, echo)
+
+
+def _split_last_day(
+    cache: Path, generated: Path, days: int, generate: dict[str, Any], echo
+) -> BenchData:
+    """Events before the last day go to split/base/, the last day to split/next_day/."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from profile_enrichment.xdm_events import write_table
+
+    split = cache / "split"
+    record = split / "split.json"
+    last_day = (START_DATE + timedelta(days=days)).isoformat()
+    if not record.exists():
+        echo(f"data: splitting off {last_day} as the next night's events")
+        shutil.rmtree(split, ignore_errors=True)
+        base_events = 0
+        next_parts = []
+        for path in sorted((generated / "events").glob("*.parquet")):
+            table = pq.read_table(path)
+            before = pc.less(table["timestamp"], last_day)
+            base = table.filter(before)
+            next_parts.append(table.filter(pc.invert(before)))
+            base_events += base.num_rows
+            write_table(base, split / "base" / "events" / path.name)
+            del table, base
+        next_day = pa.concat_tables(next_parts)
+        write_table(next_day, split / "next_day" / "part-next-day.parquet")
+        record.write_text(
+            json.dumps({"base_events": base_events, "next_day_events": next_day.num_rows}) + "\n"
+        )
+    counts = json.loads(record.read_text())
+    return BenchData(
+        root=cache,
+        base_files=sorted((split / "base" / "events").glob("*.parquet")),
+        profiles_dir=generated / "profiles",
+        next_day_file=split / "next_day" / "part-next-day.parquet",
+        base_events=counts["base_events"],
+        next_day_events=counts["next_day_events"],
+        generate=generate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+# --------------------------------------------------------------------------------------------
+def _pe() -> str:
+    local = Path(sys.executable).with_name("profile-enrichment")
+    return str(local) if local.exists() else "profile-enrichment"
+
+
+def _no_report() -> list[str]:
+    """`run` may also write an HTML report; the benchmark times build and export only."""
+    from profile_enrichment.cli import build_parser
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    return ["--no-report"] if "--no-report" in run._option_string_actions else []
+
+
+def _dbt_timings(target: Path) -> dict[str, Any]:
+    """Per-model execution times from run_results.json and the feature layer's total."""
+    try:
+        results = json.loads((target / "run_results.json").read_text())
+        manifest = json.loads((target / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    nodes = manifest.get("nodes", {})
+    models: dict[str, float] = {}
+    tests = 0.0
+    feature_layer = 0.0
+    for result in results.get("results", []):
+        uid = result.get("unique_id", "")
+        seconds = float(result.get("execution_time") or 0.0)
+        if not uid.startswith("model."):
+            tests += seconds
+            continue
+        name = uid.split(".")[-1]
+        models[name] = round(seconds, 3)
+        path = nodes.get(uid, {}).get("original_file_path", "")
+        if path.startswith(FEATURE_LAYER_PATHS) and not path.startswith(FEATURE_LAYER_EXCLUDE):
+            feature_layer += seconds
+    slowest = dict(sorted(models.items(), key=lambda kv: -kv[1])[:12])
+    return {
+        "elapsed_seconds": round(float(results.get("elapsed_time") or 0.0), 3),
+        "models_seconds": round(sum(models.values()), 3),
+        "tests_seconds": round(tests, 3),
+        "feature_layer_seconds": round(feature_layer, 3),
+        "models": len(models),
+        "slowest_models": slowest,
+    }
+
+
+def _exported_records(log: Path) -> int | None:
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("export:") and "profile records" in line:
+            digits = line.split()[1].replace(",", "")
+            return int(digits) if digits.isdigit() else None
+    return None
+
+
+def _pipeline_stage(name: str, work: Path, events: int, project_dir: Path, env) -> dict[str, Any]:
+    """One nightly run as a scheduler would start it: `run --if-changed` (build + export)."""
+    command = [
+        _pe(),
+        "run",
+        "--raw",
+        str(work / "raw"),
+        "--warehouse",
+        str(work / "warehouse.duckdb"),
+        "--artifacts",
+        str(work / "artifacts"),
+        "--if-changed",
+        *_no_report(),
+    ]
+    target = Path(env["DBT_TARGET_PATH"])
+    (target / "run_results.json").unlink(missing_ok=True)
+    run = measure(command, cwd=project_dir, env=env, log=work / f"{name}.log")
+    if run.returncode != 0:
+        raise UserError(f"bench stage {name}: the pipeline run failed; see {run.log}")
+    text = run.log.read_text(errors="replace")
+    return run.as_dict() | {
+        "events": events,
+        "events_per_second": round(events / run.seconds, 1),
+        "dbt_skipped": "dbt build skipped" in text,
+        "export_reused": "export:      unchanged, reused" in text,
+        "records": _exported_records(run.log),
+        "dbt": _dbt_timings(target),
+    }
+
+
+def _export_stage(work: Path, project_dir: Path, env) -> dict[str, Any]:
+    """Export + validation of every profile record into an empty folder (nothing to reuse)."""
+    out = work / "export-only"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [_pe(), "export", "--warehouse", str(work / "warehouse.duckdb"), "--out", str(out)]
+    m = measure(command, cwd=project_dir, env=env, log=work / "export_only.log")
+    if m.returncode != 0:
+        raise UserError(f"bench stage export: the export failed; see {m.log}")
+    records = _exported_records(m.log) or 0
+    return m.as_dict() | {
+        "records": records,
+        "records_per_second": round(records / m.seconds, 1),
+    }
+
+
+def _baseline(
+    name: str, args: list[str], work: Path, project_dir: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    command = [sys.executable, "-m", "profile_enrichment.bench.baselines", name, *args]
+    m = measure(command, cwd=project_dir, env=env, log=work / f"baseline-{name}.log")
+    lines = m.log.read_text(errors="replace").strip().splitlines()
+    if m.returncode != 0 or not lines:
+        raise UserError(f"baseline {name} failed; see {m.log}")
+    return json.loads(lines[-1]) | {"process": m.as_dict()}
+
+
+def _as_of_dates(warehouse: Path) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.sql(
+            "select distinct cast(as_of_date as varchar) from customer_feature_snapshots "
+            "union select distinct cast(as_of_date as varchar) from customer_features"
+        ).fetchall()
+    finally:
+        con.close()
+    return sorted(r[0] for r in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """Cores, memory, CPU model and the versions that matter for the numbers."""
+    from importlib import metadata
+
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("dbt-core", "dbt-duckdb", "duckdb", "pandas", "pyarrow", "numpy", "scipy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        versions["lifetimes"] = metadata.version("lifetimes")
+    except metadata.PackageNotFoundError:
+        versions["lifetimes"] = None
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_bytes": psutil.virtual_memory().total,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    gib = round(info["memory_bytes"] / 2**30)
+    return f"{platform.machine()}-{info['logical_cores']}c-{gib}g"
+
+
+def run_bench(
+    *,
+    customers: int = DEFAULT_CUSTOMERS,
+    days: int = DEFAULT_DAYS,
+    seed: int = 7,
+    activity_scale: float = DEFAULT_ACTIVITY_SCALE,
+    data_dir: Path,
+    results_dir: Path,
+    project_dir: Path,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    echo: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], Path]:
+    """Run every stage and baseline; write the JSON and Markdown results; return (results, json)."""
+    end = START_DATE + timedelta(days=days + 1)
+    if end > datetime.now(UTC).date():
+        raise UserError(f"--days {days} reaches past today from {START_DATE}; use fewer days")
+    started_at = datetime.now(UTC).replace(microsecond=0)
+    load_start = os.getloadavg()
+    cache = data_dir / _cache_key(customers, days, seed, activity_scale)
+    work = cache / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "raw" / "events").mkdir(parents=True)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PE_") and not key.startswith("DBT_")
+    }
+    env |= {
+        "DBT_PROFILES_DIR": str(project_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+        "DBT_TARGET_PATH": str(work / "target"),
+        "DBT_LOG_PATH": str(work / "logs"),
+        "PE_TARGET": "dev",
+        "PE_DUCKDB_MEMORY_LIMIT": memory_limit,
+    }
+    data = prepare_data(
+        cache,
+        customers=customers,
+        days=days,
+        seed=seed,
+        activity_scale=activity_scale,
+        project_dir=project_dir,
+        env=env,
+        echo=echo,
+    )
+    for path in data.base_files:
+        (work / "raw" / "events" / path.name).symlink_to(path.resolve())
+    (work / "raw" / "profiles").symlink_to(data.profiles_dir.resolve(), target_is_directory=True)
+
+    stages: dict[str, Any] = {"generate": data.generate}
+    baselines: dict[str, Any] = {}
+    info = machine_info()
+    results: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "started_at": started_at.isoformat(),
+        "complete": False,
+        "machine": info,
+        "load_average": {"start": list(load_start), "end": None},
+        "parameters": {
+            "customers": customers,
+            "days": days,
+            "seed": seed,
+            "activity_scale": activity_scale,
+            "duckdb_memory_limit": memory_limit,
+            "events": data.base_events,
+            "next_day_events": data.next_day_events,
+            "as_of_dates": None,
+        },
+        "stages": stages,
+        "baselines": baselines,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if customers == DEFAULT_CUSTOMERS else f"-c{customers}"
+    json_path = results_dir / f"{started_at.date().isoformat()}-{machine_slug(info)}{suffix}.json"
+
+    def save() -> None:
+        """Write what is measured so far, so a run stopped half-way still leaves its numbers."""
+        results["load_average"]["end"] = list(os.getloadavg())
+        results["ratios"] = compute_ratios(results)
+        results["targets"] = evaluate_targets(results)
+        json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        json_path.with_suffix(".md").write_text(markdown_report(results))
+
+    echo(f"full refresh: dbt build from empty + export ({data.base_events:,} events)")
+    stages["full_refresh"] = _pipeline_stage(
+        "full_refresh", work, data.base_events, project_dir, env
+    )
+    _echo_stage(echo, stages["full_refresh"])
+    echo("export + validation alone, into an empty folder")
+    stages["export"] = _export_stage(work, project_dir, env)
+    echo(f"  {stages['export']['seconds']:.1f}s for {stages['export']['records']:,} records")
+    save()
+
+    dates = _as_of_dates(work / "warehouse.duckdb")
+    results["parameters"]["as_of_dates"] = len(dates)
+    as_of_args = [arg for d in dates for arg in ("--as-of", d)]
+    raw_args = ["--raw", str(work / "raw"), *as_of_args]
+    echo("baseline: raw DuckDB (RFM, category affinity, snapshots)")
+    baselines["raw_duckdb"] = _baseline("raw-duckdb", raw_args, work, project_dir, env)
+    echo("baseline: pandas RFM")
+    baselines["pandas"] = _baseline("pandas", raw_args, work, project_dir, env)
+    echo("baseline: lifetimes BG/NBD + Gamma-Gamma")
+    wh_args = ["--warehouse", str(work / "warehouse.duckdb")]
+    baselines["lifetimes"] = _baseline("lifetimes", wh_args, work, project_dir, env)
+    save()
+
+    (work / "raw" / "events" / data.next_day_file.name).symlink_to(data.next_day_file.resolve())
+    total = data.base_events + data.next_day_events
+    echo(f"incremental refresh: one more day ({data.next_day_events:,} new events)")
+    stages["incremental_refresh"] = _pipeline_stage(
+        "incremental_refresh", work, total, project_dir, env
+    )
+    stages["incremental_refresh"]["new_events"] = data.next_day_events
+    _echo_stage(echo, stages["incremental_refresh"])
+    save()
+    echo("no-change rerun")
+    stages["no_change_rerun"] = _pipeline_stage("no_change_rerun", work, total, project_dir, env)
+    _echo_stage(echo, stages["no_change_rerun"])
+    results["complete"] = True
+    save()
+    return results, json_path
+
+
+def _echo_stage(echo, stage: dict[str, Any]) -> None:
+    notes = _stage_notes(stage)
+    echo(
+        f"  {stage['seconds']:.1f}s wall, peak RSS {stage['peak_rss_bytes'] / 1e9:.2f} GB, "
+        f"{stage['events_per_second']:,.0f} events/s{' (' + notes + ')' if notes else ''}"
+    )
+
+
+def _stage_notes(stage: dict[str, Any]) -> str:
+    notes = []
+    if stage.get("dbt_skipped"):
+        notes.append("dbt skipped: nothing changed")
+    elif stage.get("dbt", {}).get("elapsed_seconds"):
+        notes.append(f"dbt {stage['dbt']['elapsed_seconds']:.1f} s")
+    if stage.get("export_reused"):
+        notes.append("export reused")
+    return ", ".join(notes)
+
+
+def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    """The same-run comparisons the targets are stated in."""
+    stages, base = results["stages"], results["baselines"]
+    full = stages["full_refresh"]
+    incremental = stages.get("incremental_refresh", {})
+    no_change = stages.get("no_change_rerun", {})
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 4) if a is not None and b else None
+
+    lifetimes = base.get("lifetimes", {})
+    peak = max(
+        [s.get("peak_rss_bytes", 0) for s in stages.values()]
+        + [b.get("process", {}).get("peak_rss_bytes", 0) for b in base.values()]
+    )
+    diff = lifetimes.get("max_relative_param_difference")
+    return {
+        "full_refresh_seconds": full["seconds"],
+        "peak_rss_gb": round(peak / 1e9, 3),
+        "feature_layer_vs_raw_duckdb": ratio(
+            full["dbt"].get("feature_layer_seconds"), base.get("raw_duckdb", {}).get("seconds")
+        ),
+        "feature_layer_vs_pandas": ratio(
+            full["dbt"].get("feature_layer_seconds"), base.get("pandas", {}).get("seconds")
+        ),
+        "incremental_vs_full": ratio(incremental.get("seconds"), full["seconds"]),
+        "no_change_vs_full": ratio(no_change.get("seconds"), full["seconds"]),
+        "clv_speedup_vs_lifetimes": ratio(lifetimes.get("seconds"), lifetimes.get("ours_seconds")),
+        "clv_max_param_difference_pct": None if diff is None else round(100 * diff, 5),
+        "export_seconds": stages.get("export", {}).get("seconds"),
+        "generate_seconds": stages["generate"].get("seconds"),
+    }
+
+
+#: Targets in absolute units hold at 20M events; a smaller run is not judged against them.
+ABSOLUTE_TARGETS = ("full_refresh_seconds", "peak_rss_gb", "export_seconds", "generate_seconds")
+TARGET_SIZE_EVENTS = 15_000_000
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met (None: not measured, or an
+    absolute target on a run smaller than the 20M events it is stated for)."""
+    ratios = results["ratios"]
+    at_size = results["parameters"]["events"] >= TARGET_SIZE_EVENTS
+    rows = []
+    for key, what, target, how, unit in TARGETS:
+        value = ratios.get(key)
+        met = None if value is None else (value <= target if how == "le" else value >= target)
+        if key in ABSOLUTE_TARGETS and not at_size:
+            met = None
+        rows.append(
+            {"key": key, "what": what, "target": target, "op": how, "unit": unit}
+            | {"value": value, "met": met}
+        )
+    return rows
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "" if not n else f"{n / 1e9:.2f} GB"
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """The results as Markdown tables (what the README shows)."""
+    m, p = results["machine"], results["parameters"]
+    stages, base = results["stages"], results["baselines"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    load = results["load_average"]
+    lines = [
+        f"### {p['events']:,} events, {p['customers']:,} customers, {p['days']} days "
+        f"({results['started_at'][:10]})",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
+        f"{m['os']}, Python {m['python']}; {versions}. DuckDB memory_limit "
+        f"{p['duckdb_memory_limit']}. Load average {load['start'][0]:.1f} at the start, "
+        f"{load['end'][0]:.1f} at the end (the machine is shared).",
+        "",
+        "| stage | wall | peak RSS (tree) | events/s | notes |",
+        "|---|---:|---:|---:|---|",
+    ]
+    gen = stages["generate"]
+    cached = " (cached; measured when generated)" if gen.get("cached") else ""
+    lines.append(
+        f"| generate {gen.get('events', 0):,} events{cached} | {gen.get('seconds', 0):.1f} s "
+        f"| {_fmt_bytes(gen.get('peak_rss_bytes'))} | {gen.get('events_per_second', 0):,.0f} | |"
+    )
+    labels = {
+        "full_refresh": "full refresh (`run`: dbt build from empty + export + validation)",
+        "export": "of which: export + validation alone (`export`, empty folder)",
+        "incremental_refresh": "incremental refresh (`run --if-changed`, +1 day)",
+        "no_change_rerun": "no-change rerun (`run --if-changed`)",
+    }
+    for key, label in labels.items():
+        if key not in stages:
+            lines.append(f"| {label} | not measured (run stopped before) | | | |")
+            continue
+        s = stages[key]
+        rate = s.get("events_per_second")
+        if key == "export":
+            note, rate_text = f"{s['records']:,} records, {s['records_per_second']:,.0f}/s", ""
+        else:
+            note, rate_text = _stage_notes(s), f"{rate:,.0f}"
+        lines.append(
+            f"| {label} | {s['seconds']:.1f} s | {_fmt_bytes(s['peak_rss_bytes'])} "
+            f"| {rate_text} | {note} |"
+        )
+    full_dbt = stages["full_refresh"]["dbt"]
+    if len(base) == 3:
+        lines += _baseline_lines(results, full_dbt)
+    lines += [
+        "",
+        "| target (2 cores, 24 GiB, 20M events) | target | measured | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for row in results["targets"]:
+        op = "≤" if row["op"] == "le" else "≥"
+        value = "n/a" if row["value"] is None else f"{row['value']:g} {row['unit']}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        if row["met"] is None and row["value"] is not None:
+            met = "n/a (not at 20M events)"
+        lines.append(f"| {row['what']} | {op} {row['target']:g} {row['unit']} | {value} | {met} |")
+    slow = full_dbt.get("slowest_models", {})
+    if slow:
+        lines += ["", "Slowest models in the full refresh (dbt execution time):", ""]
+        ordered = sorted(slow.items(), key=lambda kv: -kv[1])  # JSON keeps keys sorted by name
+        lines.append(", ".join(f"`{k}` {v:.1f} s" for k, v in ordered))
+    if not results.get("complete", True):
+        lines += ["", "**Incomplete run**: the stages above are those measured before it stopped."]
+    return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(results: dict[str, Any], full_dbt: dict[str, Any]) -> list[str]:
+    base = results["baselines"]
+    raw, pd_, lt = base["raw_duckdb"], base["pandas"], base["lifetimes"]
+    return [
+        "",
+        "| same run, same files | ours | baseline | ratio |",
+        "|---|---:|---:|---:|",
+        f"| feature layer (sum of dbt model times) vs raw DuckDB SQL | "
+        f"{full_dbt.get('feature_layer_seconds', 0):.1f} s | {raw['seconds']:.1f} s | "
+        f"{results['ratios']['feature_layer_vs_raw_duckdb']}x |",
+        f"| feature layer vs pandas RFM | {full_dbt.get('feature_layer_seconds', 0):.1f} s | "
+        f"{pd_['seconds']:.1f} s | {results['ratios']['feature_layer_vs_pandas']}x |",
+        f"| CLV fit (BG/NBD + Gamma-Gamma, {lt['customers']:,} customers) vs lifetimes | "
+        f"{lt['ours_seconds']:.2f} s | {lt['seconds']:.2f} s | "
+        f"{results['ratios']['clv_speedup_vs_lifetimes']}x faster; parameters within "
+        f"{results['ratios']['clv_max_param_difference_pct']}% |",
+    ]
