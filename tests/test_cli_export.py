@@ -64,20 +64,12 @@ def test_upload_cli_sends_an_exported_batch_to_a_local_aep(
     built_warehouse: Path, tmp_path: Path
 ) -> None:
     """export -> upload end to end, through the CLI, against the local Batch Ingestion server."""
-    from aep_fake_server import FakeAEP
-    from test_upload import CLIENT_ID, CLIENT_SECRET, DATASET_ID, ORG_ID, SANDBOX, SCOPES, env_for
+    from test_upload import CLIENT_SECRET, env_for, start_fake_aep
 
     out = tmp_path / "exports"
     assert _export(built_warehouse, out).returncode == 0
     (batch,) = sorted(out.glob("batch-*"))
-    server = FakeAEP(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        org_id=ORG_ID,
-        sandbox=SANDBOX,
-        dataset_id=DATASET_ID,
-        scopes=SCOPES,
-    ).start()
+    server = start_fake_aep()
     try:
         result = run_cli("upload", str(batch), "--poll-interval", "0.05", env=env_for(server))
         assert result.returncode == 0, result.stdout + result.stderr

@@ -301,21 +301,13 @@ def test_events_with_raw_emails_are_accepted_or_quarantined_never_lost(private_r
 # credentials
 # --------------------------------------------------------------------------------------------
 def test_failed_uploads_never_show_credentials(built_warehouse: Path, tmp_path: Path) -> None:
-    from aep_fake_server import FakeAEP
-    from test_upload import CLIENT_ID, CLIENT_SECRET, DATASET_ID, ORG_ID, SANDBOX, SCOPES, env_for
+    from test_upload import CLIENT_ID, CLIENT_SECRET, env_for, start_fake_aep
 
     out = tmp_path / "exports"
     exported = run_cli("export", "--warehouse", str(built_warehouse), "--out", str(out))
     assert exported.returncode == 0, exported.stderr
     (batch,) = sorted(out.glob("batch-*"))
-    server = FakeAEP(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        org_id=ORG_ID,
-        sandbox=SANDBOX,
-        dataset_id=DATASET_ID,
-        scopes=SCOPES,
-    ).start()
+    server = start_fake_aep()
     secrets = [CLIENT_ID, CLIENT_SECRET, CLIENT_SECRET + "-wrong"]
     try:
         wrong = env_for(server) | {"PE_AEP_CLIENT_SECRET": CLIENT_SECRET + "-wrong"}

@@ -31,9 +31,9 @@ SCOPES = "openid,AdobeID,read_organizations"
 SECRETS = (CLIENT_ID, CLIENT_SECRET, "fake-access-token")
 
 
-@pytest.fixture
-def aep():
-    server = FakeAEP(
+def start_fake_aep() -> FakeAEP:
+    """The local Batch Ingestion server, expecting this module's credentials."""
+    return FakeAEP(
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
         org_id=ORG_ID,
@@ -41,6 +41,11 @@ def aep():
         dataset_id=DATASET_ID,
         scopes=SCOPES,
     ).start()
+
+
+@pytest.fixture
+def aep():
+    server = start_fake_aep()
     try:
         yield server
     finally:
