@@ -250,6 +250,9 @@ def test_no_raw_email_reaches_any_output_log_or_the_console(private_run: dict) -
     leaks = {}
     for name, blob in scanned.items():
         found = {m.decode("latin-1").lower() for m in EMAIL.findall(blob)}
+        # The project's own contact addresses (dbt group owners) use the reserved .invalid
+        # top-level domain, which no person's address can have.
+        found = {m for m in found if not m.endswith(".invalid")}
         known = {e for e in private_run["known_emails"] if e.encode() in blob.lower()}
         if found | known:
             leaks[name] = sorted(found | known)[:5]
