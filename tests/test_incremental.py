@@ -36,6 +36,10 @@ import pytest
 from conftest import PROJECT_DIR, run_cli
 from outputs import tree_digest
 
+# 31 nightly dbt runs plus two full refreshes and two model builds: about 3.5 minutes, so it
+# runs in `make test-slow` (which .ci/run runs after `make test`), keeping make test near 15.
+pytestmark = pytest.mark.slow
+
 FIRST_DAY = date(2024, 1, 1)
 INITIAL_DAYS = 62  # 2024-01-01 .. 2024-03-02 in the initial load (as of 2024-03-03)
 NIGHTLY_RUNS = 31  # 2024-03-03 .. 2024-04-02, one run each (as of the next day)
