@@ -20,7 +20,7 @@ export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run report chromium test test-slow lint fmt pytest e2e bench docs clean distclean
+.PHONY: help venv run report chromium postgres test test-slow test-engines lint fmt pytest e2e bench docs clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml requirements.lock requirements-test.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the pinned dependencies
+
+# The other engines' dbt adapters: only for `make test-engines` (and users of those targets).
+ENGINES_STAMP := $(VENV)/.engines-installed
+$(ENGINES_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,postgres]'
+	@touch $(ENGINES_STAMP)
 
 run: $(STAMP)  ## demo data, the whole pipeline, an export and the HTML report
 	$(PE) generate --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out $(DEMO_RAW) --if-changed
@@ -53,7 +59,7 @@ fmt: $(STAMP)  ## auto-format Python and fix SQL style
 	$(BIN)/sqlfluff fix models tests --processes 2
 
 pytest: $(STAMP) chromium  ## the pytest suite (includes end-to-end dbt runs on small data)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow and not engines"
 
 test-slow: $(STAMP)  ## the slow tests: SIGKILL crash safety of run and export (~10 min)
 	$(BIN)/pytest -q -m slow -s
@@ -70,7 +76,18 @@ chromium:  ## install Debian's chromium when missing (the report's browser test 
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-test: lint chromium pytest e2e  ## everything CI runs
+test: lint chromium pytest e2e  ## lint, the pytest suite and an end-to-end run (CI runs it first)
+
+# The engine tests start their own PostgreSQL server (initdb + pg_ctl) from Debian's package.
+postgres:  ## install Debian's postgresql when missing (the engine tests start their own server)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		echo "installing postgresql (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
+
+test-engines: $(ENGINES_STAMP) postgres  ## the SQL layer on PostgreSQL: dbt build + tests, row-by-row equality with DuckDB, SQL scoring
+	$(BIN)/pytest -q -m engines
 
 # The benchmark: ~1M customers / ~20M events over 2 years (data cached in data/bench/), the
 # pipeline's stages and the raw DuckDB / pandas / lifetimes baselines in one run. Results go to

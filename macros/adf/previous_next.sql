@@ -80,3 +80,30 @@
     {{ function_name }}({{ key }}, {{ shift }}{{ ' ignore nulls' if ignore_nulls }})
     {{- ' ' ~ profile_enrichment.adf_over(partition_by, order_by) }}
 {%- endmacro %}
+
+
+{#-
+    PostgreSQL has no IGNORE NULLS for lag/lead. With it, the non-null values are collected
+    from the frame on the needed side, nearest first, and the shift-th is taken: for lag the
+    window runs in reverse order over the following rows (= the preceding ones, nearest first).
+    Quadratic in the partition's length; partitions here are one person's events.
+-#}
+{% macro postgres__adf_shifted_value(function_name, key, shift, ignore_nulls, partition_by, order_by) -%}
+    {%- if not ignore_nulls -%}
+        {{ profile_enrichment.default__adf_shifted_value(function_name, key, shift, ignore_nulls, partition_by, order_by) }}
+    {%- else -%}
+        {%- set orders = profile_enrichment.adf_column_list(order_by) -%}
+        {%- if function_name == 'lag' -%}
+            {%- set reversed = [] -%}
+            {%- for column in orders -%}
+                {%- if ' ' in (column | trim) -%}
+                    {{ exceptions.raise_compiler_error("adf_previous with ignore_nulls on postgres: order_by takes plain column names, got: " ~ column) }}
+                {%- endif -%}
+                {%- do reversed.append(column ~ ' desc') -%}
+            {%- endfor -%}
+            {%- set orders = reversed -%}
+        {%- endif -%}
+        (array_remove(array_agg({{ key }}) {{ profile_enrichment.adf_over(partition_by, orders,
+            'rows between 1 following and unbounded following') }}, null))[{{ shift }}]
+    {%- endif -%}
+{%- endmacro %}

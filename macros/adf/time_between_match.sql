@@ -90,3 +90,8 @@
 {% macro duckdb__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
     ((epoch_us({{ end_timestamp }}) - epoch_us({{ start_timestamp }})) // 1000000)
 {%- endmacro %}
+
+{#- PostgreSQL: the interval's exact (numeric) seconds, truncated. -#}
+{% macro postgres__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
+    cast(floor(extract(epoch from ({{ end_timestamp }} - {{ start_timestamp }}))) as {{ dbt.type_bigint() }})
+{%- endmacro %}

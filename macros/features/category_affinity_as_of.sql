@@ -37,7 +37,7 @@ per_category as (
             '(product_views * ' ~ weights['product_view']
             ~ ' + cart_adds * ' ~ weights['cart_add']
             ~ ' + units_purchased * ' ~ weights['purchase'] ~ ')'
-            ~ ' * power(0.5, ' ~ dbt.datediff('activity_date', 'as_of_date', 'day') ~ ' / ' ~ half_life ~ '.0)',
+            ~ ' * power(0.5, ' ~ profile_enrichment.days_between('activity_date', 'as_of_date') ~ ' / ' ~ half_life ~ '.0)',
             12) }} as affinity_score
     from visible_activity
     group by 1, 2, 3
@@ -48,7 +48,7 @@ final as (
         per_category.*,
         case when sum(cast(revenue as decimal(38, 6))) over (partition by customer_id, as_of_date) > 0
             then revenue / cast(sum(cast(revenue as decimal(38, 6))) over (
-                partition by customer_id, as_of_date) as double)
+                partition by customer_id, as_of_date) as {{ profile_enrichment.type_double() }})
         end as share_of_wallet
     from per_category
 )

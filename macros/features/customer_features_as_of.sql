@@ -17,7 +17,9 @@ visible_activity as (
 
 per_customer as (
     select
-        customer_id,
+        -- typed as the contract says: PostgreSQL would call the computed text `text`, and an
+        -- incremental run then sees a schema change against the contracted `varchar`
+        cast(customer_id as {{ profile_enrichment.type_varchar() }}) as customer_id,
         as_of_date,
         min(activity_date) as first_activity_date,
         max(activity_date) as last_activity_date,
@@ -55,30 +57,30 @@ first_purchase_day as (
 derived as (
     select
         per_customer.*,
-        {{ dbt.datediff('per_customer.last_purchase_date', 'per_customer.as_of_date', 'day') }}
+        {{ profile_enrichment.days_between('per_customer.last_purchase_date', 'per_customer.as_of_date') }}
             as recency_days,
-        {{ dbt.datediff('per_customer.first_activity_date', 'per_customer.as_of_date', 'day') }}
+        {{ profile_enrichment.days_between('per_customer.first_activity_date', 'per_customer.as_of_date') }}
             as tenure_days,
-        {{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.as_of_date', 'day') }}
+        {{ profile_enrichment.days_between('per_customer.first_purchase_date', 'per_customer.as_of_date') }}
             as customer_tenure_days,
-        {{ dbt.datediff('per_customer.last_visit_date', 'per_customer.as_of_date', 'day') }}
+        {{ profile_enrichment.days_between('per_customer.last_visit_date', 'per_customer.as_of_date') }}
             as days_since_last_visit,
         case when per_customer.orders_total > 0
             then per_customer.revenue_total / per_customer.orders_total end as average_order_value,
         case when per_customer.sessions_total > 0
-            then cast(per_customer.session_events_total as double) / per_customer.sessions_total
+            then cast(per_customer.session_events_total as {{ profile_enrichment.type_double() }}) / per_customer.sessions_total
         end as average_session_depth,
         case when per_customer.sessions_total > 0
             then per_customer.session_seconds_total / per_customer.sessions_total
         end as average_session_seconds,
         case when per_customer.sessions_total > 0
-            then cast(per_customer.bounced_sessions_total as double) / per_customer.sessions_total
+            then cast(per_customer.bounced_sessions_total as {{ profile_enrichment.type_double() }}) / per_customer.sessions_total
         end as bounce_rate,
         -- BG/NBD inputs (Fader, Hardie & Lee 2005): repeat purchases counted as distinct
         -- purchase days, time in days, measured from the first purchase.
         case when per_customer.purchase_days_total > 0
             then per_customer.purchase_days_total - 1 end as repeat_purchase_days,
-        {{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.last_purchase_date', 'day') }}
+        {{ profile_enrichment.days_between('per_customer.first_purchase_date', 'per_customer.last_purchase_date') }}
             as repeat_recency_days,
         case when per_customer.purchase_days_total > 1
             then (per_customer.revenue_total - first_purchase_day.first_purchase_day_revenue)
@@ -117,7 +119,7 @@ final as (
         scored.*,
         cast(floor((scored.frequency_score + scored.monetary_score + 1) / 2) as integer)
             as frequency_monetary_score,
-        coalesce(segment_map.rfm_segment, 'Prospects') as rfm_segment
+        cast(coalesce(segment_map.rfm_segment, 'Prospects') as {{ profile_enrichment.type_varchar() }}) as rfm_segment
     from scored
     left join segment_map
         on scored.recency_score = segment_map.recency_score

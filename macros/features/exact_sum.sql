@@ -4,5 +4,5 @@
     terms are summed as decimals, exactly, then returned as a 64-bit double.
 -#}
 {% macro exact_sum(expression, scale=6) -%}
-    cast(sum(cast({{ expression }} as decimal(38, {{ scale }}))) as double)
+    cast(sum(cast({{ expression }} as decimal(38, {{ scale }}))) as {{ profile_enrichment.type_double() }})
 {%- endmacro %}

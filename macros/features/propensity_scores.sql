@@ -13,13 +13,13 @@ final as (
     select
         cast(customer_id as {{ dbt.type_string() }}) as customer_id,
         cast(as_of_date as date) as as_of_date,
-        cast(probability as double) as {{ model_name }}_probability,
+        cast(probability as {{ profile_enrichment.type_double() }}) as {{ model_name }}_probability,
         cast(score as integer) as {{ model_name }}_score,
         cast(percentile as integer) as {{ model_name }}_percentile,
         cast(bucket as {{ dbt.type_string() }}) as {{ model_name }}_bucket,
         {%- for rank in [1, 2, 3] %}
         cast(factor_{{ rank }}_code as {{ dbt.type_string() }}) as {{ model_name }}_factor_{{ rank }}_code,
-        cast(factor_{{ rank }}_value as double) as {{ model_name }}_factor_{{ rank }}_value,
+        cast(factor_{{ rank }}_value as {{ profile_enrichment.type_double() }}) as {{ model_name }}_factor_{{ rank }}_value,
         cast(factor_{{ rank }}_importance as {{ dbt.type_string() }})
             as {{ model_name }}_factor_{{ rank }}_importance,
         cast(factor_{{ rank }}_direction as {{ dbt.type_string() }})

@@ -9,11 +9,29 @@
     {%- set watermark = api.Relation.create(
         database=this.database, schema=this.schema,
         identifier='int_identity_daily_activity_watermark') -%}
-    create or replace table {{ watermark }} as
+    {{ profile_enrichment.replace_table_as(watermark) }}
     {% if is_incremental() -%}
     select cast({{ dbt.dateadd('day', -lookback_days, 'max(activity_date)') }} as date) as rewritten_from_date
     from {{ this }}
     {%- else -%}
     select cast(null as date) as rewritten_from_date
     {%- endif %}
+{%- endmacro %}
+
+
+{#-
+    The start of a statement that replaces a table with a query's result. DuckDB replaces it
+    atomically; engines without CREATE OR REPLACE TABLE drop it first.
+-#}
+{% macro replace_table_as(relation) -%}
+    {{ return(adapter.dispatch('replace_table_as', 'profile_enrichment')(relation)) }}
+{%- endmacro %}
+
+{% macro duckdb__replace_table_as(relation) -%}
+    create or replace table {{ relation }} as
+{%- endmacro %}
+
+{% macro default__replace_table_as(relation) -%}
+    {%- do run_query('drop table if exists ' ~ relation) -%}
+    create table {{ relation }} as
 {%- endmacro %}

@@ -37,7 +37,7 @@
     {%- endfor %}
     {%- set trend = profile_enrichment.validated_int_var('trend_window_days', 1, 365) %}
     {%- for measure in profile_enrichment.trend_measures() %}
-        {%- set type = 'double' if measure == 'revenue' else 'bigint' %}
+        {%- set type = profile_enrichment.type_double() if measure == 'revenue' else 'bigint' %}
         {%- set scale = 6 if measure == 'revenue' else 0 %}
         cast(coalesce(sum(case when {{ profile_enrichment.in_window(trend) }}
             then cast({{ measure }} as decimal(38, {{ scale }})) end), 0)

@@ -13,3 +13,12 @@
         {%- endfor %}
     ) order by {{ order_by }})) as varchar)
 {%- endmacro %}
+
+{#- jsonb renders keys sorted and with spaces ('[{"rank": 1}]'): the same JSON, other text. -#}
+{% macro postgres__json_array_agg(fields, order_by) -%}
+    cast(jsonb_agg(jsonb_build_object(
+        {%- for key, expression in fields %}
+        '{{ key }}', {{ expression }}{{ "," if not loop.last }}
+        {%- endfor %}
+    ) order by {{ order_by }}) as text)
+{%- endmacro %}

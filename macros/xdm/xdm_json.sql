@@ -15,6 +15,11 @@
     case when json_valid({{ raw_text }}) then cast({{ raw_text }} as json) end
 {%- endmacro %}
 
+{#- PostgreSQL 15 has no json_valid: pe_try_jsonb (create_engine_functions) returns null instead of failing. -#}
+{% macro postgres__xdm_parse_json(raw_text) -%}
+    {{ target.schema }}.pe_try_jsonb({{ raw_text }})
+{%- endmacro %}
+
 
 {% macro xdm_text(json_column, path) -%}
     {{ return(adapter.dispatch('xdm_text', 'profile_enrichment')(json_column, path)) }}
@@ -24,6 +29,10 @@
     json_extract_string({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
 {%- endmacro %}
 
+{% macro postgres__xdm_text(json_column, path) -%}
+    ({{ json_column }} #>> '{{ profile_enrichment.xdm_path_array(path) }}')
+{%- endmacro %}
+
 
 {% macro xdm_json(json_column, path) -%}
     {{ return(adapter.dispatch('xdm_json', 'profile_enrichment')(json_column, path)) }}
@@ -31,6 +40,10 @@
 
 {% macro duckdb__xdm_json(json_column, path) -%}
     json_extract({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+{%- endmacro %}
+
+{% macro postgres__xdm_json(json_column, path) -%}
+    ({{ json_column }} #> '{{ profile_enrichment.xdm_path_array(path) }}')
 {%- endmacro %}
 
 
@@ -44,11 +57,16 @@
         "json_type(" ~ json_column ~ ", '" ~ profile_enrichment.xdm_json_path(path) ~ "')") }}
 {%- endmacro %}
 
+{#- jsonb_typeof already returns the JSON names. -#}
+{% macro postgres__xdm_type(json_column, path) -%}
+    jsonb_typeof({{ profile_enrichment.postgres__xdm_json(json_column, path) }})
+{%- endmacro %}
+
 
 {#- A number field as double; null when absent or not a JSON number (the type check catches that). -#}
 {% macro xdm_number(json_column, path) -%}
     case when {{ profile_enrichment.xdm_type(json_column, path) }} = 'number'
-        then cast({{ profile_enrichment.xdm_text(json_column, path) }} as double)
+        then cast({{ profile_enrichment.xdm_text(json_column, path) }} as {{ profile_enrichment.type_double() }})
     end
 {%- endmacro %}
 
@@ -72,6 +90,14 @@
 {%- endmacro %}
 
 
+{#- pe_try_timestamptz (create_engine_functions): null for an impossible date such as Feb 30. -#}
+{% macro postgres__xdm_timestamp_utc(text_expression) -%}
+    case when {{ text_expression }} ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})$'
+        then {{ target.schema }}.pe_try_timestamptz(upper({{ text_expression }})) at time zone 'UTC'
+    end
+{%- endmacro %}
+
+
 {#-
     One row per (key, value) of a JSON object or per element of a JSON array, as a lateral
     join: `from events, {{ xdm_each('events.event_json', 'identityMap') }} as namespaces`.
@@ -85,10 +111,34 @@
     json_each({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
 {%- endmacro %}
 
+{#-
+    A lateral subquery: jsonb_each for objects, jsonb_array_elements for arrays (keys are the
+    0-based positions as text, like DuckDB's json_each). jsonb keeps one value per key (the
+    last), where DuckDB's json_each also returns earlier duplicates of a key.
+-#}
+{% macro postgres__xdm_each(json_column, path) -%}
+    {%- set value = profile_enrichment.postgres__xdm_json(json_column, path) -%}
+    lateral (
+        select object_items.key, object_items.value
+        from jsonb_each(case when jsonb_typeof({{ value }}) = 'object' then {{ value }} end) as object_items
+        union all
+        select cast(array_items.position - 1 as text) as key, array_items.value
+        from jsonb_array_elements(case when jsonb_typeof({{ value }}) = 'array' then {{ value }} end)
+            with ordinality as array_items (value, position)
+    )
+{%- endmacro %}
+
 
 {#- '$' for the record itself, '$.a.b' for a nested field. -#}
 {% macro xdm_json_path(path) -%}
     {{- '$' if (path | string | trim) == '' else '$.' ~ path -}}
+{%- endmacro %}
+
+
+{#- PostgreSQL's path array: 'a.b[0].c' -> '{a,b,0,c}'; '' -> '{}' (the document itself). -#}
+{% macro xdm_path_array(path) -%}
+    {%- set steps = (path | string | trim).replace('[', '.').replace(']', '').split('.') -%}
+    {{- '{' ~ (steps | reject('equalto', '') | join(',')) ~ '}' -}}
 {%- endmacro %}
 
 
@@ -106,6 +156,12 @@
     json_extract_string({{ json_column }}, {{ profile_enrichment.duckdb__xdm_path_list(paths) }})
 {%- endmacro %}
 
+{% macro postgres__xdm_texts(json_column, paths) -%}
+    array[
+        {%- for path in paths %}{{ profile_enrichment.postgres__xdm_text(json_column, path) }}{{ ', ' if not loop.last }}{% endfor -%}
+    ]
+{%- endmacro %}
+
 {#- A DuckDB list literal of JSON paths: ['$.a', '$.b.c']. -#}
 {% macro duckdb__xdm_path_list(paths) -%}
     [{%- for path in paths %}'{{ profile_enrichment.xdm_json_path(path) }}'{{ ', ' if not loop.last }}{% endfor -%}]
@@ -120,6 +176,12 @@
     json_type({{ json_column }}, {{ profile_enrichment.duckdb__xdm_path_list(paths) }})
 {%- endmacro %}
 
+{% macro postgres__xdm_types(json_column, paths) -%}
+    array[
+        {%- for path in paths %}{{ profile_enrichment.postgres__xdm_type(json_column, path) }}{{ ', ' if not loop.last }}{% endfor -%}
+    ]
+{%- endmacro %}
+
 
 {% macro xdm_list_item(list_expression, position) -%}
     {{ return(adapter.dispatch('xdm_list_item', 'profile_enrichment')(list_expression, position)) }}
@@ -127,6 +189,10 @@
 
 {% macro duckdb__xdm_list_item(list_expression, position) -%}
     {{ list_expression }}[{{ position }}]
+{%- endmacro %}
+
+{% macro postgres__xdm_list_item(list_expression, position) -%}
+    ({{ list_expression }})[{{ position }}]
 {%- endmacro %}
 
 
@@ -146,4 +212,9 @@
         when 'ARRAY' then 'array'
         when 'NULL' then 'null'
     end
+{%- endmacro %}
+
+{#- postgres__xdm_types already yields JSON type names. -#}
+{% macro postgres__xdm_type_name(engine_type) -%}
+    {{ engine_type }}
 {%- endmacro %}

@@ -165,8 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     project_dir = find_project_dir()
     target = args.target or os.environ.get("PE_TARGET", "dev")
-    if target not in ("dev", "ci"):
-        raise UserError(f"--target must be dev or ci, got {target!r}")
+    if target not in ("dev", "ci", "postgres"):
+        raise UserError(f"--target must be dev, ci or postgres, got {target!r}")
     raw = _resolve(project_dir, args.raw or os.environ.get("PE_RAW_DIR", "data/raw"))
     raw_input = inspect_raw_dir(raw)
     as_of = parse_as_of(args.as_of if args.as_of is not None else os.environ.get("PE_AS_OF_DATE"))
@@ -193,6 +193,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = ["build", "--target", target]
     if args.full_refresh:
         command.append("--full-refresh")
+    if target == "postgres":
+        _load_postgres(raw_input)
+        if not args.select:  # no dbt Python models there: the SQL layer (selectors.yml)
+            command += ["--selector", "sql_layer"]
     if args.select:
         # Only tests whose every parent is selected: otherwise dbt's default (eager) test
         # selection pulls in tests of models this run does not build.
@@ -205,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"another run holds the warehouse {warehouse}",
             hint="wait for it to finish, or close the program that has the file open",
         )
-    _print_summary(result.summary, raw_input, warehouse)
+    _print_summary(result.summary, raw_input, warehouse, target)
     if result.returncode == 0:
         _check_as_of_sees_data(result.summary)
     if result.returncode == 0 and target == "dev" and not args.select:
@@ -227,6 +231,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  - {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _load_postgres(raw_input) -> None:
+    """PostgreSQL cannot read the files in place: load them first (see engines.raw_load)."""
+    from profile_enrichment.engines.raw_load import PostgresConnection, load_postgres
+
+    connection = PostgresConnection.from_env()
+    with status(f"loading {raw_input.root} into PostgreSQL"):
+        loaded = load_postgres(raw_input, connection)
+    for table, rows in loaded.items():
+        print(f"loaded:      aep.{table}, {rows:,} records ({connection.host}:{connection.port})")
 
 
 def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts):
@@ -292,7 +307,9 @@ def _resolve(project_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else (project_dir / path)
 
 
-def _print_summary(summary: dict | None, raw_input, warehouse: Path | None) -> None:
+def _print_summary(
+    summary: dict | None, raw_input, warehouse: Path | None, target: str = "dev"
+) -> None:
     print()
     print(f"raw input:   {raw_input.root} ({raw_input.format}, {len(raw_input.event_files)} files)")
     if summary:
@@ -309,7 +326,15 @@ def _print_summary(summary: dict | None, raw_input, warehouse: Path | None) -> N
             )
         if summary.get("as_of_date"):
             print(f"as-of date:  {summary['as_of_date']}")
-    where = str(warehouse) if warehouse else "in memory (target ci)"
+    if warehouse:
+        where = str(warehouse)
+    elif target == "postgres":
+        from profile_enrichment.engines.raw_load import PostgresConnection
+
+        pg = PostgresConnection.from_env()
+        where = f"PostgreSQL {pg.host}:{pg.port}/{pg.dbname} (the SQL layer; no export, no report)"
+    else:
+        where = "in memory (target ci)"
     print(f"warehouse:   {where}")
 
 
@@ -417,6 +442,18 @@ def cmd_upload(args: argparse.Namespace) -> int:
     with status(f"uploading {batch.name} to AEP"):
         result = upload_batch(batch, poll_interval=args.poll_interval)
     print(result.summary())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# load-raw (engines that cannot read files in place)
+# --------------------------------------------------------------------------------------------
+def cmd_load_raw(args: argparse.Namespace) -> int:
+    from profile_enrichment.project import find_project_dir, inspect_raw_dir
+
+    project_dir = find_project_dir()
+    raw = _resolve(project_dir, args.raw or os.environ.get("PE_RAW_DIR", "data/raw"))
+    _load_postgres(inspect_raw_dir(raw))
     return 0
 
 
@@ -583,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  profile-enrichment run --raw data/raw\n"
             "  profile-enrichment run --raw data/raw --as-of 2025-06-01\n"
-            "  profile-enrichment run --raw data/raw --target ci    # in memory, nothing kept"
+            "  profile-enrichment run --raw data/raw --target ci    # in memory, nothing kept\n"
+            "  profile-enrichment run --raw data/raw --target postgres   # PE_PG_* variables"
         ),
     )
     run.add_argument("--raw", help="folder with events/ (env PE_RAW_DIR; default data/raw)")
@@ -594,7 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", help="as-of date YYYY-MM-DD (env PE_AS_OF_DATE; default: newest event + 1 day)"
     )
     run.add_argument(
-        "--target", choices=["dev", "ci"], help="dbt target (env PE_TARGET; default dev)"
+        "--target",
+        choices=["dev", "ci", "postgres"],
+        help="dbt target (env PE_TARGET; default dev). postgres loads the raw files into the"
+        " server (PE_PG_* variables), then builds the SQL layer there (no export, no report)",
     )
     run.add_argument(
         "--artifacts",
@@ -687,6 +728,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--exports", help="export folder to summarise (env PE_EXPORT_DIR; default data/exports)"
     )
     rep.set_defaults(func=cmd_report)
+
+    lod = sub.add_parser(
+        "load-raw",
+        help="load raw XDM files into PostgreSQL (aep.experience_events, aep.profiles) for dbt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "DuckDB reads the files in place; PostgreSQL gets them loaded first, one row per\n"
+            "record (source_file, source_row, raw_json), replaced in one transaction.\n"
+            "the server comes from PE_PG_HOST, PE_PG_PORT, PE_PG_USER, PE_PG_PASSWORD, PE_PG_DBNAME\n"
+            "(the same variables as the postgres target in profiles.yml).\n"
+            "example:\n  profile-enrichment load-raw --raw data/raw && dbt build --target postgres"
+        ),
+    )
+    lod.add_argument("--raw", help="folder with events/ (and profiles/) (env PE_RAW_DIR)")
+    lod.set_defaults(func=cmd_load_raw)
 
     ben = sub.add_parser(
         "bench",

@@ -85,7 +85,7 @@ future as (
                 purchases.activity_date
                 < {{ dbt.dateadd('day', clv_days, 'snapshot_people.as_of_date') }}
                 then cast(purchases.revenue as decimal(38, 6))
-        end), 0) as double) as revenue_in_clv_horizon
+        end), 0) as {{ profile_enrichment.type_double() }}) as revenue_in_clv_horizon
     from snapshot_people
     left join purchases
         on

@@ -21,7 +21,7 @@ ranked as (
         affinity_score,
         affinity_score / cast(sum(cast(affinity_score as decimal(38, 12))) over (
             partition by customer_id
-        ) as double) as normalized_score,
+        ) as {{ profile_enrichment.type_double() }}) as normalized_score,
         row_number() over (
             partition by customer_id order by affinity_score desc, category_id asc
         ) as category_rank
@@ -35,8 +35,8 @@ final as (
         cast(category_rank as integer) as category_rank,
         category_id,
         category_name,
-        cast(affinity_score as double) as affinity_score,
-        cast(normalized_score as double) as normalized_score
+        cast(affinity_score as {{ profile_enrichment.type_double() }}) as affinity_score,
+        cast(normalized_score as {{ profile_enrichment.type_double() }}) as normalized_score
     from ranked
     where category_rank <= {{ top_n }}
 )

@@ -13,7 +13,7 @@ final as (
         cast(valid_as_of_date as date) as valid_as_of_date,
         cast(customer_id as {{ dbt.type_string() }}) as customer_id,
         cast(is_positive as boolean) as is_positive,
-        cast(probability as double) as probability
+        cast(probability as {{ profile_enrichment.type_double() }}) as probability
     from validation
 )
 

@@ -43,7 +43,7 @@ flattened as (
         source_file,
         source_row,
         event_json is not null as is_valid_json,
-        strlen(raw_json) as record_bytes,
+        {{ profile_enrichment.text_bytes("raw_json") }} as record_bytes,
         case when event_json is null then left(raw_json, 200) end as raw_excerpt,
         event_json,
         {{ profile_enrichment.xdm_list_item('texts', 1) }} as event_id,
@@ -62,7 +62,7 @@ flattened as (
             when
                 {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 4)) }}
                 = 'number'
-                then cast({{ profile_enrichment.xdm_list_item('texts', 5) }} as double)
+                then cast({{ profile_enrichment.xdm_list_item('texts', 5) }} as {{ profile_enrichment.type_double() }})
         end as order_total,
         {{ profile_enrichment.xdm_type_name(profile_enrichment.xdm_list_item('types', 4)) }}
             as order_total_json_type,
