@@ -25,8 +25,9 @@ psycopg2 = pytest.importorskip(
     "psycopg2", reason="dbt-postgres is not installed: make test-engines"
 )
 
-# Tables that record how a run went rather than what the data says.
-BOOKKEEPING = {"int_identity_daily_activity_watermark"}
+# Tables that record how a run went rather than what the data says, and the compiled scorers
+# (DuckDB's Python model keeps one per engine; the CLI loads only PostgreSQL's there).
+BOOKKEEPING = {"int_identity_daily_activity_watermark", "ml_scoring_sql"}
 # What the issue names: features, snapshots, labels, plus ingestion, quarantine and ADF output.
 MUST_COMPARE = {
     "stg_aep__experience_events",
@@ -45,6 +46,8 @@ MUST_COMPARE = {
     "customer_labels",
     "int_training_examples",
     "feature_catalog",
+    "propensity_scores_in_sql",
+    "clv_scores_in_sql",
 }
 # Records every engine must quarantine the same way (JSON Lines only: Parquet rows are always
 # valid JSON). Reason codes: seeds/quarantine_reasons.csv.
@@ -103,9 +106,10 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def postgres_runs(postgres: LocalPostgres, engine_raw: Path, tmp_path_factory) -> list:
-    """Two runs through the CLI: a full build, then a rerun (the incremental models' path)."""
-    artifacts = tmp_path_factory.mktemp("engines-pg-artifacts")
+def postgres_runs(postgres: LocalPostgres, engine_raw: Path, duckdb_warehouse: Path) -> list:
+    """Two runs through the CLI: a full build, then a rerun (the incremental models' path).
+    They share the DuckDB run's artifacts: its champions, compiled to SQL, score there."""
+    artifacts = duckdb_warehouse.parent / "artifacts"
     command = [
         "run", "--raw", str(engine_raw), "--target", "postgres", "--artifacts", str(artifacts),
     ]  # fmt: skip
@@ -137,6 +141,7 @@ def test_postgres_builds_and_tests_the_sql_layer(postgres_runs) -> None:
         assert "events:      " in result.stdout  # the run summary came back from the engine
     first = postgres_runs[0].stdout
     assert "loaded:      aep.experience_events" in first
+    assert "churn champion" in first and "conversion champion" in first
     assert "6 quarantined" in first
 
 
@@ -162,6 +167,74 @@ def test_every_sql_layer_table_equals_duckdb_row_by_row(
     for name in ("customer_features", "customer_feature_snapshots", "customer_labels"):
         assert counts[name] > 100, counts
     assert counts["rejected_events"] == len(BAD_LINES)
+
+
+def test_scores_computed_in_postgres_sql_equal_the_python_scores(
+    postgres_runs, postgres: LocalPostgres, duckdb_warehouse: Path
+) -> None:
+    """The champions trained in Python (DuckDB run), compiled to SQL, run inside PostgreSQL:
+    every customer of both populations, probability within 1e-9, the rest exact."""
+    assert all(r.returncode == 0 for r in postgres_runs)
+    pg = _pg_connect(postgres)
+    try:
+        with pg.cursor() as cursor:
+            cursor.execute(
+                "select model_name, customer_id, probability, score, percentile, bucket,"
+                " model_version from main.propensity_scores_in_sql"
+            )
+            in_sql = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+    finally:
+        pg.close()
+    in_python = {}
+    duck = duckdb.connect(str(duckdb_warehouse), read_only=True)
+    try:
+        for name in ("churn", "conversion"):
+            for row in duck.sql(
+                f"select customer_id, {name}_probability, {name}_score, {name}_percentile,"
+                f" {name}_bucket, {name}_model_version from main.{name}_propensity_scores"
+            ).fetchall():
+                in_python[(name, row[0])] = row[1:]
+    finally:
+        duck.close()
+    assert len(in_python) > 200
+    assert in_sql.keys() == in_python.keys()
+    worst = max(abs(in_sql[key][0] - in_python[key][0]) for key in in_python)
+    assert worst <= 1e-9
+    assert {key: in_sql[key][1:] for key in in_sql} == {
+        key: in_python[key][1:] for key in in_python
+    }
+
+
+def test_lifetime_values_computed_in_postgres_sql_equal_the_python_values(
+    postgres_runs, postgres: LocalPostgres, duckdb_warehouse: Path
+) -> None:
+    """P(alive) and the expected order value, the closed-form part of lifetime value."""
+    assert all(r.returncode == 0 for r in postgres_runs)
+    columns = "customer_id, clv_probability_alive, clv_expected_order_value, "
+    pg = _pg_connect(postgres)
+    try:
+        with pg.cursor() as cursor:
+            cursor.execute(f"select {columns} model_version from main.clv_scores_in_sql")
+            in_sql = {row[0]: row[1:] for row in cursor.fetchall()}
+    finally:
+        pg.close()
+    duck = duckdb.connect(str(duckdb_warehouse), read_only=True)
+    try:
+        in_python = {
+            row[0]: row[1:]
+            for row in duck.sql(
+                f"select {columns} clv_model_version from main.customer_lifetime_values"
+            ).fetchall()
+        }
+    finally:
+        duck.close()
+    assert len(in_python) > 200
+    assert in_sql.keys() == in_python.keys()
+    for key, (alive, order_value, version) in in_python.items():
+        assert in_sql[key][0] == pytest.approx(alive, rel=1e-9, abs=1e-12)
+        assert in_sql[key][1] == pytest.approx(order_value, rel=1e-9)
+        assert in_sql[key][2] == version
+    assert min(alive for alive, _, _ in in_python.values()) < 0.9  # not all trivially 1
 
 
 def test_quarantine_reasons_match_on_both_engines(postgres, postgres_runs) -> None:

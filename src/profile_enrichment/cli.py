@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.full_refresh:
         command.append("--full-refresh")
     if target == "postgres":
-        _load_postgres(raw_input)
+        _load_postgres(raw_input, artifacts)
         if not args.select:  # no dbt Python models there: the SQL layer (selectors.yml)
             command += ["--selector", "sql_layer"]
     if args.select:
@@ -233,15 +233,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_postgres(raw_input) -> None:
-    """PostgreSQL cannot read the files in place: load them first (see engines.raw_load)."""
-    from profile_enrichment.engines.raw_load import PostgresConnection, load_postgres
+def _load_postgres(raw_input, artifacts: Path | None = None) -> None:
+    """PostgreSQL cannot read the files in place, nor run Python models: load the files, and
+    (with an artifacts folder) the champions compiled to SQL (see engines.raw_load)."""
+    from profile_enrichment.engines.raw_load import (
+        PostgresConnection,
+        load_compiled_scoring,
+        load_postgres,
+    )
 
     connection = PostgresConnection.from_env()
     with status(f"loading {raw_input.root} into PostgreSQL"):
         loaded = load_postgres(raw_input, connection)
     for table, rows in loaded.items():
         print(f"loaded:      aep.{table}, {rows:,} records ({connection.host}:{connection.port})")
+    if artifacts is None:
+        return
+    schema = os.environ.get("PE_PG_SCHEMA", "main")
+    champions = load_compiled_scoring(artifacts, connection, schema)
+    for name, version in champions:
+        print(
+            f"loaded:      {name} champion {version}, compiled to SQL ({schema}.ml_scoring_sql)"
+        )
+    if not champions:
+        print(
+            f"note:        no propensity champion in {artifacts}: propensity_scores_in_sql stays "
+            "empty (train where Python runs first, e.g. profile-enrichment run, with this --artifacts)"
+        )
 
 
 def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts):

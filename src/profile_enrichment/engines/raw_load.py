@@ -14,9 +14,13 @@ Staging parses it into ``jsonb`` (``postgres__xdm_parse_json``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -84,12 +88,9 @@ def raw_records(raw: RawInput, table: str) -> pa.Table:
         return con.sql(sql, params={"glob": f"{raw.root}/{folder}/{pattern}"}).to_arrow_table()
 
 
-def load_postgres(raw: RawInput, connection: PostgresConnection, schema: str = "aep") -> dict:
-    """Replace the rows of ``<schema>.experience_events`` and ``<schema>.profiles`` in one
-    transaction (truncate + COPY).
-
-    Returns {table: rows loaded}. Readers never see a half-loaded table.
-    """
+@contextlib.contextmanager
+def _transaction(connection: PostgresConnection, what: str) -> Iterator[Any]:
+    """A cursor in one transaction; driver errors become one clear line (nothing changed)."""
     try:
         import psycopg2
     except ImportError as err:
@@ -111,37 +112,61 @@ def load_postgres(raw: RawInput, connection: PostgresConnection, schema: str = "
             f"cannot connect to PostgreSQL at {connection.host}:{connection.port}: {_first_line(err)}",
             hint="check PE_PG_HOST, PE_PG_PORT, PE_PG_USER, PE_PG_PASSWORD and PE_PG_DBNAME",
         ) from err
-    loaded = {}
     try:
         with conn, conn.cursor() as cursor:
-            cursor.execute(f'create schema if not exists "{schema}"')
-            for table in RAW_TABLES:
-                records = raw_records(raw, table)
-                # truncate, not drop: the staging views depend on the table
-                cursor.execute(
-                    f'create table if not exists "{schema}"."{table}" '
-                    "(source_file text not null, source_row bigint not null, raw_json text)"
-                )
-                cursor.execute(f'truncate table "{schema}"."{table}"')
-                buffer = io.BytesIO()
-                pa_csv.write_csv(
-                    records,
-                    buffer,
-                    pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"),
-                )
-                buffer.seek(0)
-                cursor.copy_expert(
-                    f'copy "{schema}"."{table}" from stdin with (format csv)', buffer
-                )
-                loaded[table] = records.num_rows
+            yield cursor
     except psycopg2.Error as err:
         raise UserError(
-            f"loading the raw files into PostgreSQL failed: {_first_line(err)}",
+            f"{what} failed: {_first_line(err)}",
             hint="nothing was changed (one transaction); check the server's log",
         ) from err
     finally:
         conn.close()
+
+
+def _replace_rows(cursor: Any, schema: str, table: str, columns: str, rows: pa.Table) -> None:
+    """Create the table when missing, then replace its rows (truncate + COPY). Truncate, not
+    drop: dbt's views over it depend on the table."""
+    cursor.execute(f'create schema if not exists "{schema}"')
+    cursor.execute(f'create table if not exists "{schema}"."{table}" ({columns})')
+    cursor.execute(f'truncate table "{schema}"."{table}"')
+    buffer = io.BytesIO()
+    pa_csv.write_csv(
+        rows, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    )
+    buffer.seek(0)
+    cursor.copy_expert(f'copy "{schema}"."{table}" from stdin with (format csv)', buffer)
+
+
+def load_postgres(raw: RawInput, connection: PostgresConnection, schema: str = "aep") -> dict:
+    """Replace the rows of ``<schema>.experience_events`` and ``<schema>.profiles`` in one
+    transaction. Returns {table: rows loaded}. Readers never see a half-loaded table."""
+    loaded = {}
+    with _transaction(connection, "loading the raw files into PostgreSQL") as cursor:
+        for table in RAW_TABLES:
+            records = raw_records(raw, table)
+            columns = "source_file text not null, source_row bigint not null, raw_json text"
+            _replace_rows(cursor, schema, table, columns, records)
+            loaded[table] = records.num_rows
     return loaded
+
+
+def load_compiled_scoring(
+    artifacts_dir: Path, connection: PostgresConnection, schema: str
+) -> list[tuple[str, str]]:
+    """Write the registry's propensity champions, compiled to PostgreSQL SQL, as
+    ``<schema>.ml_scoring_sql``: the table the dbt Python model of that name writes where
+    Python runs. Returns [(model_name, model_version)]; empty when nothing was trained yet."""
+    from profile_enrichment.ml.registry import ModelRegistry
+    from profile_enrichment.ml.workflows import COMPILED_SCORING_COLUMNS, compiled_champions
+
+    registry = ModelRegistry(artifacts_dir)
+    frame = compiled_champions(registry, artifacts_dir, dialects=("postgres",))
+    rows = pa.Table.from_pandas(frame, preserve_index=False)
+    columns = ", ".join(f"{name} text" for name in COMPILED_SCORING_COLUMNS)
+    with _transaction(connection, "loading the compiled scorers into PostgreSQL") as cursor:
+        _replace_rows(cursor, schema, "ml_scoring_sql", columns, rows)
+    return list(zip(frame["model_name"], frame["model_version"], strict=True))
 
 
 def _first_line(err: Exception) -> str:

@@ -12,7 +12,7 @@ scoring and the registry records the rejected version with the reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -969,6 +969,82 @@ def _champion_metrics_on(
 # --------------------------------------------------------------------------------------------
 # empty outputs (no accepted events, or dbt build --empty)
 # --------------------------------------------------------------------------------------------
+# The relation a compiled scorer reads; the dbt model puts the scoring population there.
+SCORING_RELATION = "__SCORING_POPULATION__"
+SQL_DIALECTS = ("duckdb", "postgres", "spark")
+COMPILED_SCORING_COLUMNS = [
+    "model_name",
+    "model_version",
+    "dialect",
+    "population_column",
+    "model_kind",
+    "calibration",
+    "feature_columns",
+    "scoring_sql",
+    "sql_sha256",
+]
+
+
+def compiled_champions(
+    registry: ModelRegistry, artifacts_dir: Path | str, dialects: Sequence[str] = SQL_DIALECTS
+) -> pd.DataFrame:
+    """Every champion compiled to one SQL ``SELECT`` per engine: churn and conversion
+    (ml/sql_scoring: margin, calibration, score, percentile, bucket) and the closed-form part
+    of lifetime value (ml/sql_clv: P(alive), expected order value).
+
+    propensity_scores_in_sql and clv_scores_in_sql run them inside the warehouse, so an
+    engine without Python (PostgreSQL) scores with the champions trained where Python runs.
+    A scorer reads ``SCORING_RELATION``, which the model replaces with the population's rows.
+    No champion yet: no row (the SQL model is then empty, as the Python scores are).
+    """
+    import hashlib
+
+    from profile_enrichment.ml.propensity import load_result
+    from profile_enrichment.ml.sql_clv import clv_select_sql
+    from profile_enrichment.ml.sql_scoring import compile_scoring
+
+    rows = []
+    for kind in sorted(PROPENSITY_LABELS):
+        champion = registry.champion(kind)
+        if champion is None:
+            continue
+        result = load_result(
+            Path(artifacts_dir) / str(champion.artifact_path), str(champion.artifact_sha256)
+        )
+        for dialect in dialects:
+            compiled = compile_scoring(result, dialect, SCORING_RELATION)
+            rows.append(
+                {
+                    "model_name": kind,
+                    "model_version": champion.model_version,
+                    "dialect": compiled.dialect,
+                    "population_column": PROPENSITY_POPULATIONS[kind],
+                    "model_kind": compiled.model_kind,
+                    "calibration": compiled.calibration,
+                    "feature_columns": ",".join(compiled.feature_cols),
+                    "scoring_sql": compiled.sql,
+                    "sql_sha256": compiled.sql_sha256,
+                }
+            )
+    clv = registry.champion("clv")
+    for dialect in dialects if clv is not None else ():
+        sql = clv_select_sql(clv.params, dialect, SCORING_RELATION)
+        rows.append(
+            {
+                "model_name": "clv",
+                "model_version": clv.model_version,
+                "dialect": dialect,
+                "population_column": "has_purchased",
+                "model_kind": "bg_nbd_gamma_gamma",
+                "calibration": "none",
+                "feature_columns": ",".join(CLV_INPUTS),
+                "scoring_sql": sql,
+                "sql_sha256": hashlib.sha256(sql.encode("utf-8")).hexdigest(),
+            }
+        )
+    return pd.DataFrame(rows, columns=COMPILED_SCORING_COLUMNS).astype("string")
+
+
 def empty_output(model: str) -> pd.DataFrame:
     """A typed, empty output for a Python model when there is nothing to score."""
     numeric = {
