@@ -1,7 +1,7 @@
 """The same project on PostgreSQL: the SQL layer builds, its dbt tests pass, and every table
 equals the DuckDB build of the same files, row by row.
 
-A real PostgreSQL server is started on 127.0.0.1 for the module (tests/pg_server.py) and the
+A real PostgreSQL server is started on 127.0.0.1 for the module (engines/local_postgres.py) and the
 pipeline runs through the CLI as a user would: `profile-enrichment run --target postgres`
 (load the raw files, then `dbt build --selector sql_layer`). `make test-engines` runs this
 file; `make test` does not (it needs dbt-postgres and a PostgreSQL installation).
@@ -17,7 +17,7 @@ import pytest
 
 from conftest import run_cli
 from engine_compare import compare_all, read_dbapi, read_duckdb
-from pg_server import LocalPostgres, pg_bindir
+from profile_enrichment.engines.local_postgres import LocalPostgres, pg_bindir
 
 pytestmark = [pytest.mark.engines, pytest.mark.dbt]
 
@@ -269,3 +269,23 @@ def test_an_unreachable_or_misconfigured_server_is_one_clear_line(
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         result.stderr.strip().splitlines()[-1]
     ]
+
+
+def test_the_benchmark_measures_the_sql_layer_on_postgres_beside_duckdb(tmp_path: Path) -> None:
+    """`bench --engines postgres` at a tiny size: both engines measured, the table written.
+    Timings are never asserted (the machine is shared)."""
+    result = run_cli(
+        "bench", "--customers", "3000", "--days", "540", "--seed", "5",
+        "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),
+        "--memory-limit", "2GB", "--engines", "postgres",
+        timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (path,) = (tmp_path / "results").glob("*.json")
+    engines = json.loads(path.read_text())["engines"]
+    assert set(engines) == {"duckdb", "postgres"}
+    for stage in engines.values():
+        assert stage["returncode"] == 0 and stage["seconds"] > 0 and stage["peak_rss_bytes"] > 0
+    assert engines["duckdb"]["ratio_to_duckdb"] == 1.0
+    markdown = path.with_suffix(".md").read_text()
+    assert "| postgres |" in markdown and "| duckdb |" in markdown

@@ -2,7 +2,7 @@
 
 DuckDB runs here always; it also accepts the PostgreSQL (``float8 '…'``) and Spark
 (backtick) renderings, so all three are executed. `make test-engines` also runs the
-PostgreSQL rendering on a real server (tests/pg_server.py), through ``psql``.
+PostgreSQL rendering on a real server (engines/local_postgres.py), through ``psql``.
 """
 
 from __future__ import annotations
@@ -374,8 +374,8 @@ def _psql(dsn: str, script: str) -> str:
 
 @pytest.fixture(scope="module")
 def postgres_dsn():
-    """A throwaway PostgreSQL server on 127.0.0.1 (tests/pg_server.py); `make test-engines`."""
-    from pg_server import LocalPostgres, pg_bindir
+    """A throwaway PostgreSQL server on 127.0.0.1 (engines.local_postgres); `make test-engines`."""
+    from profile_enrichment.engines.local_postgres import LocalPostgres, pg_bindir
 
     if pg_bindir() is None or shutil.which("psql") is None:
         pytest.fail("PostgreSQL is not installed: run `make postgres` (make test-engines does)")

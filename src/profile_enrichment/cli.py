@@ -193,10 +193,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = ["build", "--target", target]
     if args.full_refresh:
         command.append("--full-refresh")
+    if args.select and args.selector:
+        raise UserError("--select and --selector cannot be combined", hint="pick one")
     if target == "postgres":
         _load_postgres(raw_input, artifacts)
-        if not args.select:  # no dbt Python models there: the SQL layer (selectors.yml)
-            command += ["--selector", "sql_layer"]
+        if not args.select and not args.selector:  # no dbt Python models: the SQL layer
+            args.selector = "sql_layer"
+    if args.selector:
+        command += ["--selector", args.selector]
     if args.select:
         # Only tests whose every parent is selected: otherwise dbt's default (eager) test
         # selection pulls in tests of models this run does not build.
@@ -212,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_summary(result.summary, raw_input, warehouse, target)
     if result.returncode == 0:
         _check_as_of_sees_data(result.summary)
-    if result.returncode == 0 and target == "dev" and not args.select:
+    if result.returncode == 0 and target == "dev" and not args.select and not args.selector:
         out = _resolve(project_dir, os.environ.get("PE_EXPORT_DIR", "data/exports"))
         code = 0
         if not args.no_export:
@@ -252,9 +256,7 @@ def _load_postgres(raw_input, artifacts: Path | None = None) -> None:
     schema = os.environ.get("PE_PG_SCHEMA", "main")
     champions = load_compiled_scoring(artifacts, connection, schema)
     for name, version in champions:
-        print(
-            f"loaded:      {name} champion {version}, compiled to SQL ({schema}.ml_scoring_sql)"
-        )
+        print(f"loaded:      {name} champion {version}, compiled to SQL ({schema}.ml_scoring_sql)")
     if not champions:
         print(
             f"note:        no propensity champion in {artifacts}: propensity_scores_in_sql stays "
@@ -269,7 +271,7 @@ def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, ware
     from profile_enrichment import run_state
     from profile_enrichment.project import DbtResult, run_dbt
 
-    recordable = warehouse is not None and not args.select
+    recordable = warehouse is not None and not args.select and not args.selector
     if recordable and args.if_changed:
         current = run_state.fingerprint(project_dir, raw, command, dbt_vars, artifacts)
         state = run_state.unchanged_since_last_run(warehouse, current)
@@ -501,6 +503,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results_dir=_resolve(project_dir, args.results_dir),
         project_dir=project_dir,
         memory_limit=memory_limit,
+        engines=tuple(e.strip() for e in (args.engines or "").split(",") if e.strip()),
     )
     print()
     print(path.with_suffix(".md").read_text())
@@ -664,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--select", help="dbt node selection, e.g. 'tag:features'")
     run.add_argument(
+        "--selector",
+        help="a named selection from selectors.yml, e.g. sql_layer (no export, no report)",
+    )
+    run.add_argument(
         "--if-changed",
         action="store_true",
         help="skip dbt when raw files, code and settings are the same as at the last successful build",
@@ -790,6 +797,11 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "--memory-limit",
         help="DuckDB memory_limit for every stage (env PE_DUCKDB_MEMORY_LIMIT; default 8GB)",
+    )
+    ben.add_argument(
+        "--engines",
+        help="also build the SQL layer on these engines beside DuckDB: postgres (needs the"
+        " postgres extra and Debian's postgresql; a server is started for the run)",
     )
     ben.set_defaults(func=cmd_bench)
     return parser

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -422,6 +422,59 @@ def machine_slug(info: dict[str, Any]) -> str:
     return f"{platform.machine()}-{info['logical_cores']}c-{gib}g"
 
 
+ENGINES = ("postgres",)
+
+
+def _engine_stages(
+    engines: Sequence[str], work: Path, events: int, project_dir: Path, env, echo
+) -> dict[str, Any]:
+    """The SQL layer (selector sql_layer) on DuckDB and on each engine, on the same files.
+
+    Each is `profile-enrichment run` as a user starts it: on PostgreSQL that includes loading
+    the raw files and the champions compiled to SQL (trained by the full refresh above), on
+    a server started for the benchmark (engines.local_postgres). Peak RSS is the client's
+    process tree (CLI + dbt); the PostgreSQL server's own memory is not in it.
+    """
+    from profile_enrichment.engines.local_postgres import LocalPostgres
+
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise UserError(f"unknown engine(s) {unknown}", hint=f"choose from {', '.join(ENGINES)}")
+    common = ["--raw", str(work / "raw"), "--artifacts", str(work / "artifacts"), "--quiet"]
+    out: dict[str, Any] = {}
+
+    def stage(name: str, command: list[str], stage_env) -> None:
+        run = measure(command, cwd=project_dir, env=stage_env, log=work / f"engine-{name}.log")
+        if run.returncode != 0:
+            raise UserError(f"bench engine stage {name} failed; see {run.log}")
+        out[name] = run.as_dict() | {
+            "events": events,
+            "events_per_second": round(events / run.seconds, 1),
+        }
+        echo(
+            f"  {name}: {run.seconds:.1f}s wall, client peak RSS {run.peak_rss_bytes / 1e9:.2f} GB"
+        )
+
+    echo("engines: the SQL layer (selector sql_layer) on DuckDB, a fresh file")
+    warehouse = work / "engines-duckdb.duckdb"
+    warehouse.unlink(missing_ok=True)
+    stage(
+        "duckdb",
+        [_pe(), "run", *common, "--warehouse", str(warehouse), "--selector", "sql_layer"],
+        env,
+    )
+    if "postgres" in engines:
+        echo("engines: the SQL layer on PostgreSQL (load + build), a server started for it")
+        server = LocalPostgres().start()
+        try:
+            stage("postgres", [_pe(), "run", *common, "--target", "postgres"], env | server.env())
+        finally:
+            server.stop()
+    for name in out:
+        out[name]["ratio_to_duckdb"] = round(out[name]["seconds"] / out["duckdb"]["seconds"], 2)
+    return out
+
+
 def run_bench(
     *,
     customers: int = DEFAULT_CUSTOMERS,
@@ -432,9 +485,14 @@ def run_bench(
     results_dir: Path,
     project_dir: Path,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    engines: Sequence[str] = (),
     echo: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], Path]:
-    """Run every stage and baseline; write the JSON and Markdown results; return (results, json)."""
+    """Run every stage and baseline; write the JSON and Markdown results; return (results, json).
+
+    ``engines`` (e.g. ``("postgres",)``): also build the SQL layer there and on DuckDB, on
+    the same files, and report the times side by side (see :func:`_engine_stages`).
+    """
     end = START_DATE + timedelta(days=days + 1)
     if end > datetime.now(UTC).date():
         raise UserError(f"--days {days} reaches past today from {START_DATE}; use fewer days")
@@ -541,6 +599,8 @@ def run_bench(
     echo("no-change rerun")
     stages["no_change_rerun"] = _pipeline_stage("no_change_rerun", work, total, project_dir, env)
     _echo_stage(echo, stages["no_change_rerun"])
+    if engines:
+        results["engines"] = _engine_stages(engines, work, total, project_dir, env, echo)
     results["complete"] = True
     save()
     return results, json_path
@@ -685,6 +745,18 @@ def markdown_report(results: dict[str, Any]) -> str:
         if row["met"] is None and row["value"] is not None:
             met = "n/a (not at 20M events)"
         lines.append(f"| {row['what']} | {op} {row['target']:g} {row['unit']} | {value} | {met} |")
+    if results.get("engines"):
+        lines += [
+            "",
+            "| the SQL layer (`run --selector sql_layer`; PostgreSQL: load + build) | wall "
+            "| peak RSS (client) | ratio to DuckDB |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, e in results["engines"].items():
+            lines.append(
+                f"| {name} | {e['seconds']:.1f} s | {_fmt_bytes(e['peak_rss_bytes'])} "
+                f"| {e['ratio_to_duckdb']}x |"
+            )
     slow = full_dbt.get("slowest_models", {})
     if slow:
         lines += ["", "Slowest models in the full refresh (dbt execution time):", ""]

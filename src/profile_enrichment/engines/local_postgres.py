@@ -1,4 +1,7 @@
-"""A throwaway PostgreSQL server for the engine tests: initdb + pg_ctl in a temporary folder.
+"""A throwaway PostgreSQL server: initdb + pg_ctl in a temporary folder.
+
+Used by the engine tests and by `profile-enrichment bench --engines postgres`, so neither needs
+a server of its own.
 
 It listens on 127.0.0.1 on a free port, trusts local connections (nothing else can reach it)
 and is stopped (``pg_ctl stop -m immediate``) when the tests are done. Durability is switched
@@ -9,6 +12,7 @@ PostgreSQL refuses to run as root, and CI runs as root: then the server runs as 
 
 Binaries: ``PE_PG_BINDIR``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian's
 ``postgresql`` package, which ``make postgres`` installs when missing), else ``PATH``.
+Only the system temp folder and the server's port are touched.
 """
 
 from __future__ import annotations
