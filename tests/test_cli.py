@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     "validate",
     "upload",
     "report",
+    "load-raw",
     "bench",
 ]
 GOOD_EVENT = {

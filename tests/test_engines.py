@@ -21,9 +21,6 @@ from profile_enrichment.engines.local_postgres import LocalPostgres, pg_bindir
 
 pytestmark = [pytest.mark.engines, pytest.mark.dbt]
 
-psycopg2 = pytest.importorskip(
-    "psycopg2", reason="dbt-postgres is not installed: make test-engines"
-)
 
 # Tables that record how a run went rather than what the data says, and the compiled scorers
 # (DuckDB's Python model keeps one per engine; the CLI loads only PostgreSQL's there).
@@ -117,6 +114,8 @@ def postgres_runs(postgres: LocalPostgres, engine_raw: Path, duckdb_warehouse: P
 
 
 def _pg_connect(server: LocalPostgres):
+    import psycopg2  # the postgres extra: make test-engines installs it
+
     env = server.env()
     return psycopg2.connect(
         host=env["PE_PG_HOST"], port=int(env["PE_PG_PORT"]), user=env["PE_PG_USER"],

@@ -31,9 +31,11 @@ examples:
   profile-enrichment upload data/exports/batch-<id>      # PE_AEP_* credentials from the env
   profile-enrichment report                               # data/reports/index.html
   profile-enrichment bench --customers 20000              # quick benchmark (default ~1M)
+  profile-enrichment load-raw --raw data/raw              # PostgreSQL: PE_PG_* variables
 
 Settings also come from environment variables (PE_RAW_DIR, PE_WAREHOUSE, PE_AS_OF_DATE,
-PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR) or dbt vars, so `dbt build` behaves the same.
+PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR; PE_PG_* for the postgres target) or
+dbt vars, so `dbt build` behaves the same.
 """
 
 
