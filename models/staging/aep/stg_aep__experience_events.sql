@@ -39,11 +39,11 @@ extracted as (
 
 flattened as (
     select
-        {{ dbt.hash("source_file || '#' || cast(source_row as varchar)") }} as record_id,
+        {{ dbt.hash("source_file || '#' || cast(source_row as " ~ dbt.type_string() ~ ")") }} as record_id,
         source_file,
         source_row,
         event_json is not null as is_valid_json,
-        strlen(raw_json) as record_bytes,
+        {{ profile_enrichment.text_byte_length('raw_json') }} as record_bytes,
         case when event_json is null then left(raw_json, 200) end as raw_excerpt,
         event_json,
         {{ profile_enrichment.xdm_list_item('texts', 1) }} as event_id,
