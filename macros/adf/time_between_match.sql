@@ -90,3 +90,8 @@
 {% macro duckdb__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
     ((epoch_us({{ end_timestamp }}) - epoch_us({{ start_timestamp }})) // 1000000)
 {%- endmacro %}
+
+{#- Spark: exact, from integer microseconds (its datediff counts second boundaries too). -#}
+{% macro spark__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
+    ((unix_micros({{ end_timestamp }}) - unix_micros({{ start_timestamp }})) div 1000000)
+{%- endmacro %}
