@@ -97,7 +97,8 @@ def hash_sample(relation: Any, key: str, per_million: int) -> Any:
 
 def _spark_to_pandas(frame: Any) -> pd.DataFrame:
     """Spark DataFrame -> Arrow -> pandas, with DuckDB .df()'s types: decimals as float64 (cast
-    in Spark), dates as datetime64. toArrow (Spark 4) skips pyspark's own pandas layer."""
+    in Spark), dates as datetime64, timestamps naive UTC. toArrow (Spark 4) skips pyspark's own
+    pandas layer (which does not support pandas 3 yet)."""
     decimal_columns = {
         field.name for field in frame.schema.fields if field.dataType.typeName() == "decimal"
     }
@@ -108,4 +109,10 @@ def _spark_to_pandas(frame: Any) -> pd.DataFrame:
                 for name in frame.columns
             )
         )
-    return frame.toArrow().to_pandas(date_as_object=False)
+    result = frame.toArrow().to_pandas(date_as_object=False)
+    # Spark's TIMESTAMP is zone-aware (UTC in this project's sessions); DuckDB's .df() gives
+    # naive UTC timestamps for the models' `timestamp` columns.
+    for name in result.columns:
+        if isinstance(result[name].dtype, pd.DatetimeTZDtype):
+            result[name] = result[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return result
