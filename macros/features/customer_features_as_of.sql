@@ -53,15 +53,17 @@ first_purchase_day as (
 ),
 
 derived as (
+    -- Day counts are bigint on every engine (the contract's type): Spark's and Postgres's
+    -- date differences are 32-bit.
     select
         per_customer.*,
-        {{ dbt.datediff('per_customer.last_purchase_date', 'per_customer.as_of_date', 'day') }}
+        cast({{ dbt.datediff('per_customer.last_purchase_date', 'per_customer.as_of_date', 'day') }} as bigint)
             as recency_days,
-        {{ dbt.datediff('per_customer.first_activity_date', 'per_customer.as_of_date', 'day') }}
+        cast({{ dbt.datediff('per_customer.first_activity_date', 'per_customer.as_of_date', 'day') }} as bigint)
             as tenure_days,
-        {{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.as_of_date', 'day') }}
+        cast({{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.as_of_date', 'day') }} as bigint)
             as customer_tenure_days,
-        {{ dbt.datediff('per_customer.last_visit_date', 'per_customer.as_of_date', 'day') }}
+        cast({{ dbt.datediff('per_customer.last_visit_date', 'per_customer.as_of_date', 'day') }} as bigint)
             as days_since_last_visit,
         case when per_customer.orders_total > 0
             then per_customer.revenue_total / per_customer.orders_total end as average_order_value,
@@ -78,7 +80,7 @@ derived as (
         -- purchase days, time in days, measured from the first purchase.
         case when per_customer.purchase_days_total > 0
             then per_customer.purchase_days_total - 1 end as repeat_purchase_days,
-        {{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.last_purchase_date', 'day') }}
+        cast({{ dbt.datediff('per_customer.first_purchase_date', 'per_customer.last_purchase_date', 'day') }} as bigint)
             as repeat_recency_days,
         case when per_customer.purchase_days_total > 1
             then (per_customer.revenue_total - first_purchase_day.first_purchase_day_revenue)
