@@ -20,7 +20,7 @@ export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run report chromium postgres test test-slow test-engines lint fmt pytest e2e bench docs clean distclean
+.PHONY: help venv run report chromium postgres java test test-slow test-engines test-engines-full lint fmt pytest e2e bench docs clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -59,7 +59,7 @@ fmt: $(STAMP)  ## auto-format Python and fix SQL style
 	$(BIN)/sqlfluff fix models tests --processes 2
 
 pytest: $(STAMP) chromium  ## the pytest suite (includes end-to-end dbt runs on small data)
-	$(BIN)/pytest -q -m "not slow and not engines"
+	$(BIN)/pytest -q -m "not slow and not engines and not spark"
 
 test-slow: $(STAMP)  ## the slow tests: SIGKILL crash safety of run and export (~10 min)
 	$(BIN)/pytest -q -m slow -s
@@ -86,8 +86,24 @@ postgres:  ## install Debian's postgresql when missing (the engine tests start t
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 
+# Spark (pyspark ~460 MB, a JVM): the groundwork's tests, not in .ci/run (see the README).
+SPARK_STAMP := $(VENV)/.spark-installed
+$(SPARK_STAMP): $(ENGINES_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,postgres,spark]'
+	@touch $(SPARK_STAMP)
+
+java:  ## install Debian's openjdk-17-jre-headless when java is missing (Spark needs it)
+	@command -v java >/dev/null 2>&1 || { \
+		echo "installing openjdk-17-jre-headless (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+
+test-engines-full: $(SPARK_STAMP) postgres java  ## test-engines plus the Spark tests (local session; not in CI)
+	$(BIN)/pytest -q -m "engines or spark"
+
 test-engines: $(ENGINES_STAMP) postgres  ## the SQL layer on PostgreSQL: dbt build + tests, row-by-row equality with DuckDB, SQL scoring
-	$(BIN)/pytest -q -m engines
+	$(BIN)/pytest -q -m "engines and not spark"
 
 # The benchmark: ~1M customers / ~20M events over 2 years (data cached in data/bench/), the
 # pipeline's stages and the raw DuckDB / pandas / lifetimes baselines in one run. Results go to

@@ -95,3 +95,8 @@
 {% macro postgres__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
     cast(floor(extract(epoch from ({{ end_timestamp }} - {{ start_timestamp }}))) as {{ dbt.type_bigint() }})
 {%- endmacro %}
+
+{#- Spark: exact, from integer microseconds (its datediff counts second boundaries too). -#}
+{% macro spark__adf_elapsed_seconds(start_timestamp, end_timestamp) -%}
+    ((unix_micros({{ end_timestamp }}) - unix_micros({{ start_timestamp }})) div 1000000)
+{%- endmacro %}

@@ -55,6 +55,8 @@ first_purchase_day as (
 ),
 
 derived as (
+    -- Day counts are bigint on every engine (the contract's type, days_between): Spark's
+    -- and PostgreSQL's date differences are 32-bit.
     select
         per_customer.*,
         {{ profile_enrichment.days_between('per_customer.last_purchase_date', 'per_customer.as_of_date') }}

@@ -32,6 +32,16 @@
 {%- endmacro %}
 
 {% macro default__replace_table_as(relation) -%}
-    {%- do run_query('drop table if exists ' ~ relation) -%}
+    {%- if execute -%}
+        {%- do run_query('drop table if exists ' ~ relation) -%}
+    {%- endif -%}
     create table {{ relation }} as
+{%- endmacro %}
+
+{#- Spark: CREATE OR REPLACE is Delta's; Parquet tables are dropped, then created. -#}
+{% macro spark__replace_table_as(relation) -%}
+    {%- if execute -%}
+        {%- do run_query('drop table if exists ' ~ relation) -%}
+    {%- endif -%}
+    create table {{ relation }} using parquet as
 {%- endmacro %}

@@ -28,7 +28,7 @@
             {%- set as_of = adapter.get_relation(target.database, target.schema, 'int_run_as_of_date') -%}
             {%- if as_of is not none -%}
                 {%- set as_of_rows = run_query(
-                    "select cast(as_of_date as varchar), cast(first_event_date as varchar) from " ~ as_of) -%}
+                    "select cast(as_of_date as " ~ dbt.type_string() ~ "), cast(first_event_date as " ~ dbt.type_string() ~ ") from " ~ as_of) -%}
                 {%- do summary.update({
                     'as_of_date': as_of_rows.rows[0][0] if as_of_rows.rows else none,
                     'first_event_date': as_of_rows.rows[0][1] if as_of_rows.rows else none,

@@ -29,6 +29,11 @@
     varchar
 {%- endmacro %}
 
+{#- Spark accepts varchar only with a length: its string type. -#}
+{% macro spark__type_varchar() -%}
+    string
+{%- endmacro %}
+
 
 {#- The length of a text in UTF-8 bytes (the size AEP counts), not characters. -#}
 {% macro text_bytes(expression) -%}

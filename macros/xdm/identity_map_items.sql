@@ -53,6 +53,11 @@
     regexp_full_match({{ expr }}, '{{ pattern }}')
 {%- endmacro %}
 
+{#- Java regular expressions have no POSIX classes inside brackets: [:space:] becomes \s. -#}
+{% macro spark__regexp_full_match(expr, pattern) -%}
+    ({{ expr }} rlike '^({{ pattern | replace('[:space:]', '\\\\s') }})$')
+{%- endmacro %}
+
 {% macro default__regexp_full_match(expr, pattern) -%}
     ({{ expr }} ~ '^({{ pattern }})$')
 {%- endmacro %}

@@ -22,3 +22,21 @@
         {%- endfor %}
     ) order by {{ order_by }}) as text)
 {%- endmacro %}
+
+{#- Spark: collect (order key, object) pairs, sort by the key, keep the objects; nulls kept. -#}
+{% macro spark__json_array_agg(fields, order_by) -%}
+    to_json(
+        transform(
+            array_sort(collect_list(named_struct(
+                'sort_key', {{ order_by }},
+                'item', named_struct(
+                    {%- for key, expression in fields %}
+                    '{{ key }}', {{ expression }}{{ "," if not loop.last }}
+                    {%- endfor %}
+                )
+            ))),
+            pair -> pair.item
+        ),
+        map('ignoreNullFields', 'false')
+    )
+{%- endmacro %}

@@ -218,3 +218,74 @@
 {% macro postgres__xdm_type_name(engine_type) -%}
     {{ engine_type }}
 {%- endmacro %}
+
+{#-
+    Spark (4.0+): records are parsed once into a VARIANT (binary JSON), so every path lookup
+    below reads the parsed value instead of re-parsing text. try_parse_json gives null for
+    invalid JSON (also for duplicate keys, which DuckDB accepts: those records are quarantined
+    as invalid_json on Spark). Paths use the same '$.a.b[0]' syntax as DuckDB.
+-#}
+{% macro spark__xdm_parse_json(raw_text) -%}
+    try_parse_json({{ raw_text }})
+{%- endmacro %}
+
+{% macro spark__xdm_text(json_column, path) -%}
+    try_variant_get({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}', 'string')
+{%- endmacro %}
+
+{% macro spark__xdm_json(json_column, path) -%}
+    try_variant_get({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}', 'variant')
+{%- endmacro %}
+
+{#- schema_of_variant names the type ('STRING', 'DECIMAL(3,2)', 'OBJECT<...>', 'VOID' for null). -#}
+{% macro spark__xdm_type(json_column, path) -%}
+    {{ profile_enrichment.xdm_type_name(
+        "schema_of_variant(" ~ profile_enrichment.spark__xdm_json(json_column, path) ~ ")") }}
+{%- endmacro %}
+
+{% macro spark__xdm_timestamp_utc(text_expression) -%}
+    case when {{ profile_enrichment.regexp_full_match(
+        text_expression,
+        '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})') }}
+        then cast(upper({{ text_expression }}) as timestamp)
+    end
+{%- endmacro %}
+
+{#- variant_explode gives (pos, key, value) with a null key for arrays: the key is the index then. -#}
+{% macro spark__xdm_each(json_column, path) -%}
+    lateral (
+        select coalesce(exploded.key, cast(exploded.pos as string)) as key, exploded.value
+        from variant_explode({{ profile_enrichment.spark__xdm_json(json_column, path) }}) as exploded
+    )
+{%- endmacro %}
+
+{% macro spark__xdm_texts(json_column, paths) -%}
+    array(
+        {%- for path in paths %}
+        {{ profile_enrichment.spark__xdm_text(json_column, path) }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+{% macro spark__xdm_types(json_column, paths) -%}
+    array(
+        {%- for path in paths %}
+        schema_of_variant({{ profile_enrichment.spark__xdm_json(json_column, path) }}){{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+{% macro spark__xdm_list_item(list_expression, position) -%}
+    element_at({{ list_expression }}, {{ position }})
+{%- endmacro %}
+
+{% macro spark__xdm_type_name(engine_type) -%}
+    case
+        when {{ engine_type }} = 'STRING' then 'string'
+        when {{ engine_type }} in ('TINYINT', 'SMALLINT', 'INT', 'BIGINT', 'FLOAT', 'DOUBLE') or {{ engine_type }} like 'DECIMAL%' then 'number'
+        when {{ engine_type }} = 'BOOLEAN' then 'boolean'
+        when {{ engine_type }} like 'OBJECT%' then 'object'
+        when {{ engine_type }} like 'ARRAY%' then 'array'
+        when {{ engine_type }} = 'VOID' then 'null'
+    end
+{%- endmacro %}

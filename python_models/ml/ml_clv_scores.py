@@ -8,11 +8,11 @@ from profile_enrichment.ml import workflows
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date"))
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_clv_scores")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    features = dbt.ref("customer_features").df()
+    features = workflows.to_pandas(dbt.ref("customer_features"))
     holdout = workflows.latest_snapshot(
         dbt.ref("int_training_examples").filter("future_revenue is not null")
     )

@@ -8,12 +8,12 @@ from profile_enrichment.ml import workflows
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date"))
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_feature_drift")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    features, _ = workflows.feature_lists(dbt.ref("feature_catalog").df())
-    columns = ", ".join(features) if features else "customer_id"
+    features, _ = workflows.feature_lists(dbt.ref("feature_catalog"))
+    columns = features or ["customer_id"]
     training = workflows.bounded_rows(
         dbt.ref("int_training_examples").filter(
             "is_churned is not null or is_converted is not null"
@@ -21,5 +21,5 @@ def model(dbt, session):
         config,
         columns,
     )
-    scoring = dbt.ref("customer_features").project(columns).df()
+    scoring = workflows.to_pandas(dbt.ref("customer_features"), columns)
     return workflows.run_drift(training, scoring, features, config)

@@ -8,10 +8,10 @@ from profile_enrichment.ml import workflows
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df())
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date"))
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_segments")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    _, segmentation = workflows.feature_lists(dbt.ref("feature_catalog").df())
-    features = dbt.ref("customer_features").df()
+    _, segmentation = workflows.feature_lists(dbt.ref("feature_catalog"))
+    features = workflows.to_pandas(dbt.ref("customer_features"))
     return workflows.run_segments(features, segmentation, workflows.open_registry(config), config)

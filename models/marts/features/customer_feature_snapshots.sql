@@ -2,7 +2,8 @@
     config(
         materialized='incremental',
         unique_key='as_of_date',
-        incremental_strategy='delete+insert',
+        incremental_strategy=profile_enrichment.replace_days_strategy(),
+        partition_by=profile_enrichment.replace_days_partition_by('as_of_date'),
         on_schema_change='fail',
     )
 }}

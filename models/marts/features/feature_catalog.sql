@@ -20,8 +20,8 @@
 {%- set config_meta = (column.config.meta if column.config is defined and column.config.meta is defined else {}) or {} -%}
 {%- set tagged = meta.get('feature', config_meta.get('feature', false)) in (true, 'true') -%}
 {%- set segmentation = meta.get('segmentation', config_meta.get('segmentation', false)) in (true, 'true') -%}
-{#- one name per type on every engine: the contract says `double precision` on PostgreSQL -#}
-{%- set data_type = (column.data_type or '') | lower | replace('double precision', 'double') -%}
+{#- one name per type on every engine: the contracts say `double precision` on PostgreSQL, `string` on Spark -#}
+{%- set data_type = (column.data_type or '') | lower | replace('double precision', 'double') | replace('string', 'varchar') -%}
 {%- set refusal = '' -%}
 {%- if column.name in never -%}
 {%- set refusal = 'identifier, date or label' -%}

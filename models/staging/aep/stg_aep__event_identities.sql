@@ -12,7 +12,7 @@ items as (
 
 final as (
     select
-        {{ dbt.hash("record_id || '#' || namespace || '#' || cast(item_number as varchar)") }}
+        {{ dbt.hash("record_id || '#' || namespace || '#' || cast(item_number as " ~ dbt.type_string() ~ ")") }}
             as event_identity_id,
         record_id,
         namespace,

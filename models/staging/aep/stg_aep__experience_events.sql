@@ -39,7 +39,7 @@ extracted as (
 
 flattened as (
     select
-        {{ dbt.hash("source_file || '#' || cast(source_row as varchar)") }} as record_id,
+        {{ dbt.hash("source_file || '#' || cast(source_row as " ~ dbt.type_string() ~ ")") }} as record_id,
         source_file,
         source_row,
         event_json is not null as is_valid_json,

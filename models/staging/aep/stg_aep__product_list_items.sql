@@ -19,7 +19,7 @@ lines as (
 
 final as (
     select
-        {{ dbt.hash("record_id || '#' || cast(line_number as varchar)") }} as product_line_id,
+        {{ dbt.hash("record_id || '#' || cast(line_number as " ~ dbt.type_string() ~ ")") }} as product_line_id,
         record_id,
         event_id,
         line_number,

@@ -17,7 +17,7 @@ records as (
 
 keyed_records as (
     select
-        {{ dbt.hash("source_file || '#' || cast(source_row as varchar)") }} as profile_record_key,
+        {{ dbt.hash("source_file || '#' || cast(source_row as " ~ dbt.type_string() ~ ")") }} as profile_record_key,
         source_file,
         source_row,
         {{ profile_enrichment.xdm_text('profile_json', '_id') }} as profile_record_id,
@@ -31,7 +31,7 @@ items as (
 
 final as (
     select
-        {{ dbt.hash("items.profile_record_key || '#' || items.namespace || '#' || cast(items.item_number as varchar)") }}
+        {{ dbt.hash("items.profile_record_key || '#' || items.namespace || '#' || cast(items.item_number as " ~ dbt.type_string() ~ ")") }}
             as profile_identity_id,
         items.profile_record_key,
         keyed_records.profile_record_id,

@@ -31,6 +31,7 @@ from profile_enrichment.ml import clv as _clv  # noqa: F401
 from profile_enrichment.ml import drift as _drift  # noqa: F401
 from profile_enrichment.ml import guardrails as _guardrails  # noqa: F401
 from profile_enrichment.ml import propensity as _propensity  # noqa: F401
+from profile_enrichment.ml import relations
 from profile_enrichment.ml import segments as _segments  # noqa: F401
 from profile_enrichment.ml.registry import (
     ModelRegistry,
@@ -38,6 +39,9 @@ from profile_enrichment.ml.registry import (
     fingerprint_frame,
     model_version,
 )
+
+# The models read dbt.ref() through this, on DuckDB and Spark alike (see relations.py).
+to_pandas = relations.to_pandas
 
 CODE_VERSION = __version__
 
@@ -102,34 +106,39 @@ class MLConfig:
         )
 
 
-def bounded_rows(relation: Any, config: MLConfig, columns: str | None = None) -> pd.DataFrame:
-    """A DuckDB relation of training examples as a DataFrame, at most ~``max_training_rows``.
+def bounded_rows(
+    relation: Any, config: MLConfig, columns: str | Sequence[str] | None = None
+) -> pd.DataFrame:
+    """A relation of training examples (DuckDB or Spark) as a DataFrame, at most
+    ~``max_training_rows``.
 
     Above the cap, whole customers are sampled (all their snapshots, chosen by a hash of
     customer_id, so the same data gives the same sample and per-customer folds stay intact)
     before anything reaches pandas. At 1M customers the snapshots hold ~10M rows x 80 columns:
     loading them all would take 6+ GB per Python model and minutes of fitting, for no gain in
     the models. Below the cap (the demo, the tests) every row is used, as before. ``columns``
-    (SQL) projects after sampling.
+    (names, or one comma-separated string) projects after sampling.
     """
-    total = int(relation.aggregate("count(*)").fetchall()[0][0])
+    total = relations.row_count(relation)
     cap = config.max_training_rows
     if total > cap:
-        buckets = 1_000_000
-        relation = relation.filter(f"hash(customer_id) % {buckets} < {buckets * cap // total}")
-    return (relation.project(columns) if columns else relation).df()
+        relation = relations.hash_sample(relation, "customer_id", 1_000_000 * cap // total)
+    return relations.to_pandas(relation, columns)
 
 
 def latest_snapshot(relation: Any) -> pd.DataFrame:
-    """The rows of ``relation`` at its latest as_of_date, filtered in DuckDB, not in pandas."""
-    latest = relation.aggregate("max(as_of_date)").fetchall()[0][0]
+    """The rows of ``relation`` at its latest as_of_date, filtered in the engine, not in pandas."""
+    latest = relations.max_value(relation, "as_of_date")
     if latest is None:
-        return relation.limit(0).df()
-    return relation.filter(f"as_of_date = date '{latest.isoformat()}'").df()
+        return relations.to_pandas(relations.empty(relation))
+    return relations.to_pandas(
+        relations.where(relation, f"as_of_date = date '{_date_str(latest)}'")
+    )
 
 
-def feature_lists(catalog: pd.DataFrame) -> tuple[list[str], list[str]]:
+def feature_lists(catalog: Any) -> tuple[list[str], list[str]]:
     """(model features, segmentation features) from the feature_catalog model, in YAML order."""
+    catalog = relations.to_pandas(catalog)
     if catalog.empty:
         return [], []
     ordered = catalog.sort_values("ordinal")
@@ -153,13 +162,14 @@ def _date_str(value: Any) -> str:
     return pd.Timestamp(value).date().isoformat()
 
 
-def as_of_from(run_date: pd.DataFrame) -> str | None:
+def as_of_from(run_date: Any) -> str | None:
     """The run's as-of date (ISO) from the int_run_as_of_date relation.
 
     None when there is nothing to score: no accepted events (every record quarantined, or a
     `dbt build --empty` dry run). The models then return empty outputs (see empty_output),
     so the build still checks every schema and contract instead of failing.
     """
+    run_date = relations.to_pandas(run_date)
     if run_date.empty or pd.isna(run_date["as_of_date"].iloc[0]):
         return None
     return _date_str(run_date["as_of_date"].iloc[0])
