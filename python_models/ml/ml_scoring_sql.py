@@ -12,6 +12,6 @@ def model(dbt, session):
     dbt.ref("ml_churn_scores")
     dbt.ref("ml_conversion_scores")
     dbt.ref("ml_clv_scores")
-    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date").df()) or "1970-01-01"
+    as_of = workflows.as_of_from(dbt.ref("int_run_as_of_date")) or "1970-01-01"
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
     return workflows.compiled_champions(workflows.open_registry(config), config.artifacts_dir)
