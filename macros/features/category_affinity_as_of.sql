@@ -5,6 +5,8 @@
     affinity_score: views, cart adds and purchased units weighted by var affinity_weights and
     decayed by age in whole days with half-life var affinity_half_life_days:
         sum(weighted_events * 0.5 ^ (days_before_as_of / half_life))
+    The exponent is divided by a double: `days / 30.0` is a decimal division, which Spark
+    rounds to 6 decimals (affinity then differed from DuckDB by 3e-7 relative).
     share_of_wallet: the category's share of the customer's revenue (null without revenue).
     Categories come from the data.
 -#}
@@ -37,7 +39,8 @@ per_category as (
             '(product_views * ' ~ weights['product_view']
             ~ ' + cart_adds * ' ~ weights['cart_add']
             ~ ' + units_purchased * ' ~ weights['purchase'] ~ ')'
-            ~ ' * power(0.5, ' ~ profile_enrichment.days_between('activity_date', 'as_of_date') ~ ' / ' ~ half_life ~ '.0)',
+            ~ ' * power(0.5, ' ~ profile_enrichment.days_between('activity_date', 'as_of_date')
+            ~ ' / cast(' ~ half_life ~ ' as ' ~ profile_enrichment.type_double() ~ '))',
             12) }} as affinity_score
     from visible_activity
     group by 1, 2, 3
