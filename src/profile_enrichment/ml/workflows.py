@@ -977,11 +977,10 @@ def _champion_metrics_on(
 
 
 # --------------------------------------------------------------------------------------------
-# empty outputs (no accepted events, or dbt build --empty)
+# champions compiled to SQL (ml/sql_scoring, ml/sql_clv)
 # --------------------------------------------------------------------------------------------
 # The relation a compiled scorer reads; the dbt model puts the scoring population there.
 SCORING_RELATION = "__SCORING_POPULATION__"
-SQL_DIALECTS = ("duckdb", "postgres", "spark")
 COMPILED_SCORING_COLUMNS = [
     "model_name",
     "model_version",
@@ -996,7 +995,7 @@ COMPILED_SCORING_COLUMNS = [
 
 
 def compiled_champions(
-    registry: ModelRegistry, artifacts_dir: Path | str, dialects: Sequence[str] = SQL_DIALECTS
+    registry: ModelRegistry, artifacts_dir: Path | str, dialects: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Every champion compiled to one SQL ``SELECT`` per engine: churn and conversion
     (ml/sql_scoring: margin, calibration, score, percentile, bucket) and the closed-form part
@@ -1011,8 +1010,9 @@ def compiled_champions(
 
     from profile_enrichment.ml.propensity import load_result
     from profile_enrichment.ml.sql_clv import clv_select_sql
-    from profile_enrichment.ml.sql_scoring import compile_scoring
+    from profile_enrichment.ml.sql_scoring import DIALECTS, compile_scoring
 
+    dialects = tuple(DIALECTS) if dialects is None else tuple(dialects)
     rows = []
     for kind in sorted(PROPENSITY_LABELS):
         champion = registry.champion(kind)
@@ -1055,6 +1055,9 @@ def compiled_champions(
     return pd.DataFrame(rows, columns=COMPILED_SCORING_COLUMNS).astype("string")
 
 
+# --------------------------------------------------------------------------------------------
+# empty outputs (no accepted events, or dbt build --empty)
+# --------------------------------------------------------------------------------------------
 def empty_output(model: str) -> pd.DataFrame:
     """A typed, empty output for a Python model when there is nothing to score."""
     numeric = {
