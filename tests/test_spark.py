@@ -1,8 +1,8 @@
 """The Spark groundwork: relations read the same on Spark as on DuckDB, and Python models run
 in the local session (profile_enrichment.spark_dbt).
 
-`make test-engines-full` installs the optional `spark` extra (pyspark) and Java and runs them
-(marker `spark`); `make test` and `make test-engines` deselect them. Without pyspark or Java
+`make test-engines` installs the optional `spark` extra (pyspark) and Java and runs them
+(marker `spark`, with tests/test_engines_spark.py); `make test` deselects them. Without pyspark or Java
 they fail with what to install, never skip. One local SparkSession for the module (~15 s).
 """
 
@@ -28,7 +28,9 @@ ROWS_SQL = (
     "select concat('c', cast(i % 1000 as string)) as customer_id, "
     "date_add(date'2025-01-01', cast(i div 1000 as int)) as as_of_date, "
     "i as value, cast(i as decimal(12, 2)) / 4 as amount, "
-    "timestamp'2025-01-01 10:00:00' + make_interval(0, 0, 0, 0, 0, 0, i) as event_at "
+    "timestamp'2025-01-01 10:00:00' + make_interval(0, 0, 0, 0, 0, 0, i) as event_at, "
+    "case when i % 7 = 0 then null else cast(i as int) end as maybe_count, "
+    "case when i % 5 = 0 then null else i % 2 = 0 end as maybe_flag "
     "from range(6000) as t(i)"
 )
 
@@ -38,25 +40,14 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     try:
         import pyspark  # noqa: F401
     except ImportError:
-        pytest.fail("pyspark is not installed: make test-engines-full installs the spark extra")
+        pytest.fail("pyspark is not installed: make test-engines installs the spark extra")
     if shutil.which("java") is None:
-        pytest.fail("Spark needs Java 17+: make test-engines-full installs openjdk-17-jre-headless")
+        pytest.fail("Spark needs Java 17+: make test-engines installs openjdk-17-jre-headless")
     from profile_enrichment import spark_dbt
+    from profile_enrichment.engines.local_spark import session_config
 
     root = tmp_path_factory.mktemp("spark")
-    session = spark_dbt.spark_session(
-        {
-            "spark.master": "local[2]",
-            "spark.sql.warehouse.dir": str(root / "warehouse"),
-            "spark.driver.extraJavaOptions": f"-Dderby.system.home={root / 'metastore'}",
-            "spark.sql.session.timeZone": "UTC",
-            "spark.sql.shuffle.partitions": "2",
-            "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false",
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-        }
-    )
+    session = spark_dbt.spark_session(session_config(root))
     yield session
     session.stop()
 
@@ -69,7 +60,10 @@ def test_spark_rows_become_pandas_like_duckdb_df(spark) -> None:
         duckdb.sql(
             "select 'c' || (i % 1000) as customer_id, date '2025-01-01' + cast(i // 1000 as integer)"
             " as as_of_date, i as value, cast(i as decimal(12, 2)) / 4 as amount,"
-            " timestamp '2025-01-01 10:00:00' + to_seconds(i) as event_at from range(6000) t(i)"
+            " timestamp '2025-01-01 10:00:00' + to_seconds(i) as event_at,"
+            " case when i % 7 = 0 then null else cast(i as integer) end as maybe_count,"
+            " case when i % 5 = 0 then null else i % 2 = 0 end as maybe_flag"
+            " from range(6000) t(i)"
         )
     )
     assert list(spark_frame.columns) == list(duck_frame.columns)
@@ -77,10 +71,14 @@ def test_spark_rows_become_pandas_like_duckdb_df(spark) -> None:
     assert spark_frame["amount"].dtype == "float64"
     assert pd.api.types.is_datetime64_any_dtype(spark_frame["as_of_date"])
     assert spark_frame["event_at"].dt.tz is None  # naive UTC, as DuckDB's timestamp
+    # Integers and booleans with nulls keep a nullable type (Arrow alone gives float64 and
+    # object): the same dtypes give the same training-data fingerprint, so the same
+    # model_version on both engines.
+    assert str(spark_frame["maybe_count"].dtype) == "Int32"
+    assert str(spark_frame["maybe_flag"].dtype) == "boolean"
     pd.testing.assert_frame_equal(
         spark_frame.sort_values("value").reset_index(drop=True),
         duck_frame.sort_values("value").reset_index(drop=True),
-        check_dtype=False,
     )
 
 

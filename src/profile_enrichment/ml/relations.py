@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 
 def is_spark(relation: Any) -> bool:
@@ -109,10 +110,28 @@ def _spark_to_pandas(frame: Any) -> pd.DataFrame:
                 for name in frame.columns
             )
         )
-    result = frame.toArrow().to_pandas(date_as_object=False)
-    # Spark's TIMESTAMP is zone-aware (UTC in this project's sessions); DuckDB's .df() gives
-    # naive UTC timestamps for the models' `timestamp` columns.
-    for name in result.columns:
-        if isinstance(result[name].dtype, pd.DatetimeTZDtype):
+    table = frame.toArrow()
+    result = table.to_pandas(date_as_object=False)
+    for field, column in zip(table.schema, table.columns, strict=True):
+        name, kind = field.name, field.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            # Spark's TIMESTAMP is zone-aware (UTC in this project's sessions); DuckDB's .df()
+            # gives naive UTC timestamps for the models' `timestamp` columns.
             result[name] = result[name].dt.tz_convert("UTC").dt.tz_localize(None)
+        elif pa.types.is_date(kind):
+            result[name] = result[name].astype("datetime64[us]")  # Arrow gives [ms]
+        elif column.null_count and (pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+            # With nulls, DuckDB's .df() keeps the type (Int64, boolean); Arrow would give
+            # float64 / object. Same dtypes => the same training-data fingerprint, hence the
+            # same model_version on both engines (ml/registry.py).
+            result[name] = column.to_pandas(types_mapper=_NULLABLE_PANDAS.get)
     return result
+
+
+_NULLABLE_PANDAS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
