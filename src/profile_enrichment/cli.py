@@ -34,9 +34,12 @@ examples:
   profile-enrichment load-raw --raw data/raw              # PostgreSQL: PE_PG_* variables
 
 Settings also come from environment variables (PE_RAW_DIR, PE_WAREHOUSE, PE_AS_OF_DATE,
-PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR; PE_PG_* for the postgres target) or
-dbt vars, so `dbt build` behaves the same.
+PE_TARGET, PE_TENANT_ID, PE_ARTIFACTS_DIR, PE_EXPORT_DIR; PE_PG_* for the postgres target,
+PE_SPARK_DIR for spark) or dbt vars, so `dbt build` behaves the same.
 """
+
+
+TARGETS = ("dev", "ci", "postgres", "spark")
 
 
 def _positive_int(text: str) -> int:
@@ -167,8 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     project_dir = find_project_dir()
     target = args.target or os.environ.get("PE_TARGET", "dev")
-    if target not in ("dev", "ci", "postgres"):
-        raise UserError(f"--target must be dev, ci or postgres, got {target!r}")
+    if target not in TARGETS:
+        raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     raw = _resolve(project_dir, args.raw or os.environ.get("PE_RAW_DIR", "data/raw"))
     raw_input = inspect_raw_dir(raw)
     as_of = parse_as_of(args.as_of if args.as_of is not None else os.environ.get("PE_AS_OF_DATE"))
@@ -181,7 +184,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         check_warehouse_free(warehouse)
         env["PE_WAREHOUSE"] = str(warehouse)
+    runner = None
     default_artifacts = "data/artifacts" if target == "dev" else "data/ci/artifacts"
+    if target == "spark":
+        from profile_enrichment.engines import local_spark
+
+        local_spark.check_spark()
+        spark_dir = local_spark.spark_dir(project_dir)
+        env["PE_SPARK_DIR"] = str(spark_dir)
+        runner = local_spark.dbt_runner()
+        # Champions trained on Spark get a registry of their own beside its warehouse.
+        default_artifacts = str(spark_dir / "artifacts")
     artifacts = _resolve(
         project_dir, args.artifacts or os.environ.get("PE_ARTIFACTS_DIR", default_artifacts)
     )
@@ -208,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # selection pulls in tests of models this run does not build.
         command += ["--select", args.select, "--indirect-selection", "buildable"]
     result, unchanged = _build_unless_unchanged(
-        args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts
+        args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts, runner
     )
     if result.locked:
         raise UserError(
@@ -266,7 +279,9 @@ def _load_postgres(raw_input, artifacts: Path | None = None) -> None:
         )
 
 
-def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts):
+def _build_unless_unchanged(
+    args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts, runner=None
+):
     """`dbt build`, or, with --if-changed and nothing changed since the last successful build
     (see profile_enrichment.run_state), the last build's summary without running dbt.
     Returns (result, the recorded state when dbt was skipped, else None)."""
@@ -283,7 +298,7 @@ def _build_unless_unchanged(args, project_dir, raw, command, dbt_vars, env, ware
                 "dbt build skipped; drop --if-changed to rebuild anyway"
             )
             return DbtResult(0, [], state.get("summary")), state
-    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet)
+    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet, runner=runner)
     if recordable and result.returncode == 0:
         run_state.record_run(
             warehouse, project_dir, raw, command, dbt_vars, artifacts, result.summary
@@ -355,6 +370,11 @@ def _print_summary(
 
         pg = PostgresConnection.from_env()
         where = f"PostgreSQL {pg.host}:{pg.port}/{pg.dbname} (the SQL layer; no export, no report)"
+    elif target == "spark":
+        from profile_enrichment.engines.local_spark import spark_dir
+        from profile_enrichment.project import find_project_dir
+
+        where = f"Spark, {spark_dir(find_project_dir())} (no export, no report)"
     else:
         where = "in memory (target ci)"
     print(f"warehouse:   {where}")
@@ -644,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  profile-enrichment run --raw data/raw\n"
             "  profile-enrichment run --raw data/raw --as-of 2025-06-01\n"
             "  profile-enrichment run --raw data/raw --target ci    # in memory, nothing kept\n"
-            "  profile-enrichment run --raw data/raw --target postgres   # PE_PG_* variables"
+            "  profile-enrichment run --raw data/raw --target postgres   # PE_PG_* variables\n"
+            "  profile-enrichment run --raw data/raw --target spark      # local Spark, PE_SPARK_DIR"
         ),
     )
     run.add_argument("--raw", help="folder with events/ (env PE_RAW_DIR; default data/raw)")
@@ -656,13 +677,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--target",
-        choices=["dev", "ci", "postgres"],
+        choices=TARGETS,
         help="dbt target (env PE_TARGET; default dev). postgres loads the raw files into the"
-        " server (PE_PG_* variables), then builds the SQL layer there (no export, no report)",
+        " server (PE_PG_* variables), then builds the SQL layer there; spark builds everything"
+        " in a local Spark session (PE_SPARK_DIR; the spark extra and Java). Neither exports"
+        " nor writes the report",
     )
     run.add_argument(
         "--artifacts",
-        help="model registry folder (env PE_ARTIFACTS_DIR; default data/artifacts, data/ci/artifacts for ci)",
+        help="model registry folder (env PE_ARTIFACTS_DIR; default data/artifacts,"
+        " data/ci/artifacts for ci and postgres, <PE_SPARK_DIR>/artifacts for spark)",
     )
     run.add_argument(
         "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
@@ -802,8 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument(
         "--engines",
-        help="also build the SQL layer on these engines beside DuckDB: postgres (needs the"
-        " postgres extra and Debian's postgresql; a server is started for the run)",
+        help="comma-separated engines to measure beside DuckDB on the same files: postgres"
+        " (the SQL layer; the postgres extra and Debian's postgresql, a server is started for"
+        " the run), spark (the whole pipeline in a local session; the spark extra and Java)",
     )
     ben.set_defaults(func=cmd_bench)
     return parser

@@ -213,9 +213,16 @@ def run_dbt(
     dbt_vars: dict,
     env: dict[str, str],
     quiet: bool = False,
+    runner: list[str] | None = None,
 ) -> DbtResult:
-    """Run `dbt <command>` in the project root and collect failures and the run summary."""
-    args = [dbt_executable(), *command, "--vars", json.dumps(dbt_vars, sort_keys=True)]
+    """Run `dbt <command>` in the project root and collect failures and the run summary.
+    ``runner`` replaces the `dbt` executable (the spark target: engines/local_spark.py)."""
+    args = [
+        *(runner or [dbt_executable()]),
+        *command,
+        "--vars",
+        json.dumps(dbt_vars, sort_keys=True),
+    ]
     full_env = {
         **os.environ,
         "DBT_PROFILES_DIR": str(project_dir),
