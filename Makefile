@@ -20,7 +20,7 @@ export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run report chromium postgres java test test-slow test-engines test-engines-full lint fmt pytest e2e bench docs clean distclean
+.PHONY: help venv run report chromium postgres java test test-slow test-engines lint fmt pytest e2e bench docs clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml requirements.lock requirements-test.txt
 
 venv: $(STAMP)  ## create .venv and install the pinned dependencies
 
-# The other engines' dbt adapters: only for `make test-engines` (and users of those targets).
+# The other engines' dbt adapters (dbt-postgres, dbt-spark + pyspark ~460 MB): only for
+# `make test-engines` (and users of those targets); `make run` stays lean.
 ENGINES_STAMP := $(VENV)/.engines-installed
 $(ENGINES_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,postgres]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,postgres,spark]'
 	@touch $(ENGINES_STAMP)
 
 run: $(STAMP)  ## demo data, the whole pipeline, an export and the HTML report
@@ -86,12 +87,6 @@ postgres:  ## install Debian's postgresql when missing (the engine tests start t
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 
-# Spark (pyspark ~460 MB, a JVM): the groundwork's tests, not in .ci/run (see the README).
-SPARK_STAMP := $(VENV)/.spark-installed
-$(SPARK_STAMP): $(ENGINES_STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,postgres,spark]'
-	@touch $(SPARK_STAMP)
-
 java:  ## install Debian's openjdk-17-jre-headless when java is missing (Spark needs it)
 	@command -v java >/dev/null 2>&1 || { \
 		echo "installing openjdk-17-jre-headless (apt-get)"; \
@@ -99,11 +94,10 @@ java:  ## install Debian's openjdk-17-jre-headless when java is missing (Spark n
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 
-test-engines-full: $(SPARK_STAMP) postgres java  ## test-engines plus the Spark tests (local session; not in CI)
+# PostgreSQL and Spark: each builds the project from the same generated files and is compared
+# with the DuckDB build row by row (~10 min, Spark's local session is most of it).
+test-engines: $(ENGINES_STAMP) postgres java  ## the project on PostgreSQL and Spark: dbt build + tests, row-by-row equality with DuckDB, SQL scoring
 	$(BIN)/pytest -q -m "engines or spark"
-
-test-engines: $(ENGINES_STAMP) postgres  ## the SQL layer on PostgreSQL: dbt build + tests, row-by-row equality with DuckDB, SQL scoring
-	$(BIN)/pytest -q -m "engines and not spark"
 
 # The benchmark: ~1M customers / ~20M events over 2 years (data cached in data/bench/), the
 # pipeline's stages and the raw DuckDB / pandas / lifetimes baselines in one run. Results go to

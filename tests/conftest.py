@@ -149,3 +149,33 @@ def built_warehouse(small_raw: Path, tmp_path_factory: pytest.TempPathFactory) -
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return warehouse
+
+
+@pytest.fixture(scope="session")
+def engine_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The engine tests' input: generated JSON Lines plus a file of malformed records
+    (engine_compare.BAD_LINES) that every engine must quarantine the same way."""
+    from engine_compare import BAD_LINES
+
+    out = tmp_path_factory.mktemp("engines") / "raw"
+    result = run_cli(
+        "generate", "--customers", "300", "--days", "400", "--seed", "5",
+        "--format", "jsonl", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (out / "events" / "zz-malformed.jsonl").write_text("\n".join(BAD_LINES) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def duckdb_warehouse(engine_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """engine_raw built on DuckDB: what the other engines are compared with. Its registry
+    (artifacts/ beside it) holds the champions that PostgreSQL scores with, compiled to SQL."""
+    folder = tmp_path_factory.mktemp("engines-duckdb")
+    warehouse = folder / "warehouse.duckdb"
+    result = run_cli(
+        "run", "--raw", str(engine_raw), "--warehouse", str(warehouse),
+        "--artifacts", str(folder / "artifacts"), "--no-export", "--no-report", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return warehouse

@@ -16,6 +16,59 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Tables that record how a run went rather than what the data says.
+BOOKKEEPING = {"int_identity_daily_activity_watermark"}
+# What the issue names: features, snapshots, labels, plus ingestion, quarantine and ADF output.
+MUST_COMPARE = {
+    "stg_aep__experience_events",
+    "stg_aep__event_identities",
+    "stg_aep__product_list_items",
+    "int_events_validated",
+    "rejected_events",
+    "int_identity_links",
+    "int_events_accepted",
+    "int_identity_daily_activity",
+    "int_purchase_journeys",
+    "customer_features",
+    "customer_feature_snapshots",
+    "customer_category_affinity",
+    "customer_top_categories",
+    "customer_labels",
+    "int_training_examples",
+    "feature_catalog",
+    "propensity_scores_in_sql",
+    "clv_scores_in_sql",
+}
+# Records every engine must quarantine the same way (JSON Lines only: Parquet rows are always
+# valid JSON). Reason codes: seeds/quarantine_reasons.csv. tests/conftest.py (engine_raw)
+# writes them beside the generated events.
+BAD_LINES = [
+    '{"_id": "bad-1", "eventType": "web.webpagedetails.pageViews"',  # invalid_json
+    json.dumps({"eventType": "web.webpagedetails.pageViews", "timestamp": "2024-05-01T10:00:00Z",
+                "identityMap": {"ECID": [{"id": "e-1"}]}}),  # missing_event_id
+    json.dumps({"_id": "bad-3", "eventType": "web.webpagedetails.pageViews",
+                "timestamp": "2024-02-30T10:00:00Z",
+                "identityMap": {"ECID": [{"id": "e-3"}]}}),  # unparseable_timestamp
+    json.dumps({"_id": "bad-4", "eventType": "no.such.type", "timestamp": "2024-05-01T10:00:00Z",
+                "identityMap": {"ECID": [{"id": "e-4"}]}}),  # unknown_event_type
+    json.dumps({"_id": "bad-5", "eventType": "commerce.purchases",
+                "timestamp": "2024-05-01T10:00:00+02:00",
+                "identityMap": {"ECID": [{"id": "e-5", "primary": True}]},
+                "commerce": {"order": {"purchaseID": "o-5", "priceTotal": -3.5,
+                                       "currencyCode": "USD"}}}),  # negative_amount
+    json.dumps({"_id": "bad-6", "eventType": "web.webpagedetails.pageViews",
+                "timestamp": "2024-05-01T10:00:00Z",
+                "identityMap": {"Email_LC_SHA256": [{"id": "someone@example.com"}]}}),  # privacy
+]  # fmt: skip
+QUARANTINE_REASONS = {
+    "invalid_json": 1,
+    "missing_event_id": 1,
+    "unparseable_timestamp": 1,
+    "unknown_event_type": 1,
+    "negative_amount": 1,
+    "no_usable_identity": 1,
+}
+
 
 @dataclass
 class Table:
@@ -28,6 +81,14 @@ class Table:
 def read_duckdb(con, relation: str) -> Table:
     cursor = con.execute(f"select * from {relation}")
     return Table([d[0] for d in cursor.description], cursor.fetchall())
+
+
+def read_parquet(path) -> Table:
+    """A table written by tests/spark_tables.py (one Parquet file per Spark table)."""
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(path)
+    return Table(arrow.column_names, [tuple(row.values()) for row in arrow.to_pylist()])
 
 
 def read_dbapi(con, relation: str) -> Table:
@@ -56,7 +117,12 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_normalize(v) for v in value)
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value
+        # The project's timestamps are UTC. DuckDB's and PostgreSQL's `timestamp` are naive;
+        # Spark's TIMESTAMP is an instant (shown in the session's zone, UTC): same instant,
+        # same value.
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     if isinstance(value, dt.date):
         return value
     if hasattr(value, "tolist"):  # numpy arrays / scalars
@@ -145,3 +211,65 @@ def compare_all(
         counts[name] = len(left.rows)
         problems += compare(name, left, right, rel)
     return counts, problems
+
+
+def _rows_by(table: Table, key: Sequence[str], values: Sequence[str]) -> dict[tuple, tuple]:
+    index = {c.lower(): i for i, c in enumerate(table.columns)}
+    return {
+        tuple(row[index[c]] for c in key): tuple(row[index[c]] for c in values)
+        for row in table.rows
+    }
+
+
+def _score_problems(in_sql: dict, in_python: dict, floats: int, rel: float) -> list[str]:
+    """The first ``floats`` values within ``rel`` (relative, or absolute near 0), the rest
+    exact; the same keys on both sides."""
+    if in_sql.keys() != in_python.keys():
+        missing = sorted(in_python.keys() ^ in_sql.keys(), key=str)[:5]
+        return [f"customers differ ({len(in_sql)} in SQL, {len(in_python)} in Python): {missing}"]
+    problems = []
+    for key, expected in in_python.items():
+        got = in_sql[key]
+        close = all(
+            math.isclose(g, e, rel_tol=rel, abs_tol=rel)
+            for g, e in zip(got[:floats], expected[:floats], strict=True)
+        )
+        if not close or got[floats:] != expected[floats:]:
+            problems.append(f"{key}: SQL {got} vs Python {expected}")
+            if len(problems) >= 5:
+                break
+    return problems
+
+
+def propensity_sql_vs_python(read_sql, read_python, rel: float = 1e-9) -> tuple[int, list[str]]:
+    """propensity_scores_in_sql (the champions compiled to SQL, run by the engine) against the
+    Python models' churn_/conversion_propensity_scores: every customer of both populations,
+    probability within ``rel``, score, percentile, bucket and model version exact.
+    ``read_*(relation name) -> Table``. Returns (customers compared, problems)."""
+    in_sql = _rows_by(
+        read_sql("propensity_scores_in_sql"),
+        ["model_name", "customer_id"],
+        ["probability", "score", "percentile", "bucket", "model_version"],
+    )
+    in_python: dict[tuple, tuple] = {}
+    for name in ("churn", "conversion"):
+        rows = _rows_by(
+            read_python(f"{name}_propensity_scores"),
+            ["customer_id"],
+            [f"{name}_{c}" for c in ("probability", "score", "percentile", "bucket")]
+            + [f"{name}_model_version"],
+        )
+        in_python.update({(name, *key): value for key, value in rows.items()})
+    return len(in_python), _score_problems(in_sql, in_python, 1, rel)
+
+
+def clv_sql_vs_python(read_sql, read_python, rel: float = 1e-9) -> tuple[int, list[str], float]:
+    """clv_scores_in_sql (P(alive) and the Gamma-Gamma expected order value in SQL) against
+    customer_lifetime_values. Returns (customers compared, problems, smallest P(alive))."""
+    values = ["clv_probability_alive", "clv_expected_order_value"]
+    in_sql = _rows_by(read_sql("clv_scores_in_sql"), ["customer_id"], [*values, "model_version"])
+    in_python = _rows_by(
+        read_python("customer_lifetime_values"), ["customer_id"], [*values, "clv_model_version"]
+    )
+    smallest_alive = min((v[0] for v in in_python.values()), default=1.0)
+    return len(in_python), _score_problems(in_sql, in_python, 2, rel), smallest_alive

@@ -170,6 +170,7 @@ def test_second_run_reuses_the_cached_data(bench_run):
         (["--memory-limit", "lots"], "--memory-limit must look like 8GB"),
         (["--days", "3"], "--days must be at least 7"),
         (["--days", "4000"], "reaches past today"),
+        (["--engines", "oracle"], "unknown engine(s) ['oracle']"),
     ],
 )
 def test_bench_user_mistakes_are_one_line(args, message, tmp_path):
