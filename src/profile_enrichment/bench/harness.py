@@ -422,32 +422,55 @@ def machine_slug(info: dict[str, Any]) -> str:
     return f"{platform.machine()}-{info['logical_cores']}c-{gib}g"
 
 
-ENGINES = ("postgres",)
+ENGINES = ("postgres", "spark")
+
+
+def check_engines(engines: Sequence[str]) -> None:
+    """Fail before the benchmark starts (not an hour into it) when an engine cannot run."""
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise UserError(f"unknown engine(s) {unknown}", hint=f"choose from {', '.join(ENGINES)}")
+    if "postgres" in engines:
+        from profile_enrichment.engines.local_postgres import pg_bindir
+
+        if pg_bindir() is None:
+            raise UserError(
+                "--engines postgres needs PostgreSQL's initdb and pg_ctl, and none was found",
+                hint="apt-get install postgresql (or: make postgres), or set PE_PG_BINDIR",
+            )
+    if "spark" in engines:
+        from profile_enrichment.engines.local_spark import check_spark
+
+        check_spark()
 
 
 def _engine_stages(
     engines: Sequence[str], work: Path, events: int, project_dir: Path, env, echo
 ) -> dict[str, Any]:
-    """The SQL layer (selector sql_layer) on DuckDB and on each engine, on the same files.
+    """The same work on DuckDB and on each engine, on the same files, each from empty.
 
-    Each is `profile-enrichment run` as a user starts it: on PostgreSQL that includes loading
-    the raw files and the champions compiled to SQL (trained by the full refresh above), on
-    a server started for the benchmark (engines.local_postgres). Peak RSS is the client's
-    process tree (CLI + dbt); the PostgreSQL server's own memory is not in it.
+    Each is `profile-enrichment run` as a user starts it:
+    - postgres: the SQL layer (selector sql_layer), which includes loading the raw files and
+      the champions compiled to SQL (trained by the full refresh above), on a server started
+      for the benchmark (engines.local_postgres); compared with the SQL layer on DuckDB.
+    - spark: the whole pipeline, the Python models trained in the local session, in a fresh
+      PE_SPARK_DIR; compared with the whole pipeline on DuckDB (a fresh file and registry,
+      no export, no report).
+    Peak RSS is the client's process tree (CLI + dbt; Spark's JVM is in it, the PostgreSQL
+    server's own memory is not).
     """
     from profile_enrichment.engines.local_postgres import LocalPostgres
 
-    unknown = sorted(set(engines) - set(ENGINES))
-    if unknown:
-        raise UserError(f"unknown engine(s) {unknown}", hint=f"choose from {', '.join(ENGINES)}")
-    common = ["--raw", str(work / "raw"), "--artifacts", str(work / "artifacts"), "--quiet"]
+    check_engines(engines)
+    raw = ["--raw", str(work / "raw")]
     out: dict[str, Any] = {}
 
-    def stage(name: str, command: list[str], stage_env) -> None:
+    def stage(name: str, workload: str, command: list[str], stage_env) -> None:
         run = measure(command, cwd=project_dir, env=stage_env, log=work / f"engine-{name}.log")
         if run.returncode != 0:
             raise UserError(f"bench engine stage {name} failed; see {run.log}")
         out[name] = run.as_dict() | {
+            "workload": workload,
             "events": events,
             "events_per_second": round(events / run.seconds, 1),
         }
@@ -455,23 +478,54 @@ def _engine_stages(
             f"  {name}: {run.seconds:.1f}s wall, client peak RSS {run.peak_rss_bytes / 1e9:.2f} GB"
         )
 
-    echo("engines: the SQL layer (selector sql_layer) on DuckDB, a fresh file")
-    warehouse = work / "engines-duckdb.duckdb"
-    warehouse.unlink(missing_ok=True)
-    stage(
-        "duckdb",
-        [_pe(), "run", *common, "--warehouse", str(warehouse), "--selector", "sql_layer"],
-        env,
-    )
+    def fresh(path: Path) -> Path:
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+        return path
+
     if "postgres" in engines:
+        common = [*raw, "--artifacts", str(work / "artifacts"), "--quiet"]
+        echo("engines: the SQL layer (selector sql_layer) on DuckDB, a fresh file")
+        warehouse = fresh(work / "engines-duckdb.duckdb")
+        stage(
+            "duckdb",
+            "sql_layer",
+            [_pe(), "run", *common, "--warehouse", str(warehouse), "--selector", "sql_layer"],
+            env,
+        )
         echo("engines: the SQL layer on PostgreSQL (load + build), a server started for it")
         server = LocalPostgres().start()
         try:
-            stage("postgres", [_pe(), "run", *common, "--target", "postgres"], env | server.env())
+            stage(
+                "postgres",
+                "sql_layer",
+                [_pe(), "run", *common, "--target", "postgres"],
+                env | server.env(),
+            )
         finally:
             server.stop()
-    for name in out:
-        out[name]["ratio_to_duckdb"] = round(out[name]["seconds"] / out["duckdb"]["seconds"], 2)
+    if "spark" in engines:
+        echo("engines: the whole pipeline on DuckDB, a fresh file and registry")
+        warehouse = fresh(work / "engines-pipeline.duckdb")
+        artifacts = fresh(work / "engines-pipeline-artifacts")
+        command = [
+            _pe(), "run", *raw, "--warehouse", str(warehouse), "--artifacts", str(artifacts),
+            "--no-export", "--no-report", "--quiet",
+        ]  # fmt: skip
+        stage("duckdb_pipeline", "pipeline", command, env)
+        echo("engines: the whole pipeline on Spark (local session), a fresh PE_SPARK_DIR")
+        spark_dir = fresh(work / "spark")
+        stage(
+            "spark",
+            "pipeline",
+            [_pe(), "run", *raw, "--target", "spark", "--quiet"],
+            env | {"PE_SPARK_DIR": str(spark_dir)},
+        )
+    baseline = {"sql_layer": "duckdb", "pipeline": "duckdb_pipeline"}
+    for entry in out.values():
+        reference = out[baseline[entry["workload"]]]["seconds"]
+        entry["ratio_to_duckdb"] = round(entry["seconds"] / reference, 2)
     return out
 
 
@@ -490,9 +544,10 @@ def run_bench(
 ) -> tuple[dict[str, Any], Path]:
     """Run every stage and baseline; write the JSON and Markdown results; return (results, json).
 
-    ``engines`` (e.g. ``("postgres",)``): also build the SQL layer there and on DuckDB, on
+    ``engines`` (``postgres``, ``spark``): also build the same work there and on DuckDB, on
     the same files, and report the times side by side (see :func:`_engine_stages`).
     """
+    check_engines(engines)
     end = START_DATE + timedelta(days=days + 1)
     if end > datetime.now(UTC).date():
         raise UserError(f"--days {days} reaches past today from {START_DATE}; use fewer days")
@@ -748,14 +803,18 @@ def markdown_report(results: dict[str, Any]) -> str:
     if results.get("engines"):
         lines += [
             "",
-            "| the SQL layer (`run --selector sql_layer`; PostgreSQL: load + build) | wall "
-            "| peak RSS (client) | ratio to DuckDB |",
-            "|---|---:|---:|---:|",
+            "| engine | work | wall | peak RSS (client) | ratio to DuckDB (same work) |",
+            "|---|---|---:|---:|---:|",
         ]
+        work_names = {
+            "sql_layer": "the SQL layer (`run --selector sql_layer`; PostgreSQL: load + build)",
+            "pipeline": "the whole pipeline, Python models included (`run --no-export`)",
+        }
         for name, e in results["engines"].items():
+            workload = e.get("workload", "sql_layer")  # results written before spark existed
             lines.append(
-                f"| {name} | {e['seconds']:.1f} s | {_fmt_bytes(e['peak_rss_bytes'])} "
-                f"| {e['ratio_to_duckdb']}x |"
+                f"| {name} | {work_names[workload]} | {e['seconds']:.1f} s "
+                f"| {_fmt_bytes(e['peak_rss_bytes'])} | {e['ratio_to_duckdb']}x |"
             )
     slow = full_dbt.get("slowest_models", {})
     if slow:
