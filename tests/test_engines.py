@@ -201,4 +201,3 @@ def test_the_benchmark_measures_postgres_and_spark_beside_duckdb(tmp_path: Path)
     markdown = path.with_suffix(".md").read_text()
     for name in ("postgres", "duckdb", "spark", "duckdb_pipeline"):
         assert f"| {name} |" in markdown
-
