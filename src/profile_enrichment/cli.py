@@ -228,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"another run holds the warehouse {warehouse}",
             hint="wait for it to finish, or close the program that has the file open",
         )
-    _print_summary(result.summary, raw_input, warehouse, target)
+    _print_summary(result.summary, raw_input, warehouse, target, env.get("PE_SPARK_DIR"))
     if result.returncode == 0:
         _check_as_of_sees_data(result.summary)
     if result.returncode == 0 and target == "dev" and not args.select and not args.selector:
@@ -345,7 +345,11 @@ def _resolve(project_dir: Path, value: str) -> Path:
 
 
 def _print_summary(
-    summary: dict | None, raw_input, warehouse: Path | None, target: str = "dev"
+    summary: dict | None,
+    raw_input,
+    warehouse: Path | None,
+    target: str = "dev",
+    spark_dir: str | None = None,
 ) -> None:
     print()
     print(f"raw input:   {raw_input.root} ({raw_input.format}, {len(raw_input.event_files)} files)")
@@ -371,10 +375,7 @@ def _print_summary(
         pg = PostgresConnection.from_env()
         where = f"PostgreSQL {pg.host}:{pg.port}/{pg.dbname} (the SQL layer; no export, no report)"
     elif target == "spark":
-        from profile_enrichment.engines.local_spark import spark_dir
-        from profile_enrichment.project import find_project_dir
-
-        where = f"Spark, {spark_dir(find_project_dir())} (no export, no report)"
+        where = f"Spark, {spark_dir} (no export, no report)"
     else:
         where = "in memory (target ci)"
     print(f"warehouse:   {where}")
