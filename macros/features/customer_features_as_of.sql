@@ -9,10 +9,36 @@
 -#}
 {% macro customer_features_as_of(as_of_dates) -%}
 {%- set recent_days = profile_enrichment.validated_int_var('recent_purchase_window_days', 1, 3650) -%}
+{%- set day_measures = [] -%}
+{%- for measure in ['orders', 'web_events', 'sessions', 'session_events', 'bounced_sessions']
+    + profile_enrichment.windowed_measures() + profile_enrichment.trend_measures() -%}
+    {%- if measure not in day_measures and measure not in ['revenue', 'session_seconds'] -%}
+        {%- do day_measures.append(measure) -%}
+    {%- endif -%}
+{%- endfor -%}
 with
 
 visible_activity as (
     {{ profile_enrichment.activity_before(as_of_dates, ref('int_identity_daily_activity')) }}
+),
+
+visible_days as (
+    -- One row per (customer, as-of date, day). A customer stitched from several identities has
+    -- one row per identity and day above; summing them first makes every day count a plain
+    -- count. With count(distinct ...) instead, DuckDB planned one aggregate per distinct
+    -- expression, joined back together (7 aggregates, 6 joins), and this model ran out of
+    -- memory at 20M events. Sums stay exact: decimals here, as exact_sum() does per row.
+    select
+        customer_id,
+        as_of_date,
+        activity_date,
+        {%- for measure in day_measures %}
+        cast(sum({{ measure }}) as bigint) as {{ measure }},
+        {%- endfor %}
+        sum(cast(revenue as decimal(38, 6))) as revenue,
+        sum(cast(session_seconds as decimal(38, 3))) as session_seconds
+    from visible_activity
+    group by 1, 2, 3
 ),
 
 per_customer as (
@@ -27,9 +53,9 @@ per_customer as (
         min(case when orders > 0 then activity_date end) as first_purchase_date,
         max(case when orders > 0 then activity_date end) as last_purchase_date,
         cast(sum(orders) as bigint) as orders_total,
-        cast(count(distinct case when orders > 0 then activity_date end) as bigint) as purchase_days_total,
+        cast(count(case when orders > 0 then activity_date end) as bigint) as purchase_days_total,
         {{ profile_enrichment.exact_sum('revenue') }} as revenue_total,
-        cast(count(distinct activity_date) as bigint) as active_days_total,
+        cast(count(*) as bigint) as active_days_total,
         cast(sum(sessions) as bigint) as sessions_total,
         cast(sum(session_events) as bigint) as session_events_total,
         {{ profile_enrichment.exact_sum('session_seconds', 3) }} as session_seconds_total,
@@ -37,20 +63,20 @@ per_customer as (
         {{ profile_enrichment.windowed_sums() }}
         cast(coalesce(sum(case when {{ profile_enrichment.in_window(recent_days) }}
             then orders end), 0) as bigint) as orders_in_recent_window
-    from visible_activity
+    from visible_days
     group by 1, 2
 ),
 
 first_purchase_day as (
     select
-        visible_activity.customer_id,
-        visible_activity.as_of_date,
-        {{ profile_enrichment.exact_sum('visible_activity.revenue') }} as first_purchase_day_revenue
-    from visible_activity
+        visible_days.customer_id,
+        visible_days.as_of_date,
+        {{ profile_enrichment.exact_sum('visible_days.revenue') }} as first_purchase_day_revenue
+    from visible_days
     inner join per_customer
-        on visible_activity.customer_id = per_customer.customer_id
-        and visible_activity.as_of_date = per_customer.as_of_date
-        and visible_activity.activity_date = per_customer.first_purchase_date
+        on visible_days.customer_id = per_customer.customer_id
+        and visible_days.as_of_date = per_customer.as_of_date
+        and visible_days.activity_date = per_customer.first_purchase_date
     group by 1, 2
 ),
 

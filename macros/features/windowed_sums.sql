@@ -1,8 +1,9 @@
 {#-
     Windowed aggregates, generated instead of copy-pasted: for every window w in
     var feature_windows_days and every measure m, `<m>_<w>d` = the sum of m over the w days
-    before the as-of date. `active_days_<w>d` counts distinct active days.
-    Expects columns activity_date and as_of_date in scope.
+    before the as-of date. `active_days_<w>d` counts active days.
+    Expects columns activity_date and as_of_date in scope, one row per customer, as-of date
+    and day (customer_features_as_of's visible_days), so a day count is a plain count.
 -#}
 {% macro windowed_measures() -%}
     {{ return(['orders', 'revenue', 'page_views', 'product_views', 'cart_adds', 'checkouts',
@@ -32,7 +33,7 @@
             then {{ measure }} end), 0) as bigint) as {{ measure }}_{{ window }}d,
         {%- endif %}
         {%- endfor %}
-        cast(count(distinct case when {{ profile_enrichment.in_window(window) }}
+        cast(count(case when {{ profile_enrichment.in_window(window) }}
             then activity_date end) as bigint) as active_days_{{ window }}d,
     {%- endfor %}
     {%- set trend = profile_enrichment.validated_int_var('trend_window_days', 1, 365) %}
