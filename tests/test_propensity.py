@@ -15,6 +15,8 @@ from profile_enrichment.ml.explain import LinearExplainer
 from profile_enrichment.ml.propensity import (
     ArtifactIntegrityError,
     PropensityConfig,
+    _fit_candidate,
+    _make_candidate,
     load_result,
     save_result,
     score_propensity,
@@ -138,6 +140,28 @@ def test_final_model_is_fitted_on_older_snapshots_only(frame, result) -> None:
     X_all = labelled[FEATURES].to_numpy(dtype=float, na_value=np.nan)
     with_valid = clone(result.model).fit(X_all, labelled["is_churned"].astype(int).to_numpy())
     assert not np.allclose(with_valid.decision_function(X), result.model.decision_function(X))
+
+
+def test_logistic_fitted_step_by_step_equals_pipeline_fit() -> None:
+    """_fit_candidate fits the median imputer on the column medians (np.nanmedian) instead of
+    through Pipeline.fit (numpy.ma): the fitted pipeline must be the same, bit for bit, with
+    missing values, an all-missing column and an even number of rows (medians of two)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 5))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 3] = np.nan
+    X[:, 4] = np.round(X[:, 4], 1)  # ties
+    y = (rng.random(400) < 0.3).astype(np.int64)
+    config = PropensityConfig()
+    fast = _fit_candidate("logistic", config, X, y)
+    slow = _make_candidate("logistic", config).fit(X, y)
+    for name in ("impute", "scale", "model"):
+        for attr, value in vars(slow.named_steps[name]).items():
+            other = vars(fast.named_steps[name])[attr]
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, other, equal_nan=True), (name, attr)
+    assert np.array_equal(fast.named_steps["impute"].statistics_[3:4], [0.0])
+    assert np.array_equal(fast.decision_function(X), slow.decision_function(X))
 
 
 def test_selection_metric_picks_the_better_candidate() -> None:

@@ -86,6 +86,24 @@ def test_fingerprint_ignores_row_and_column_order_but_not_content():
     assert fingerprint_frame(lists) == fingerprint_frame(lists.iloc[::-1])
 
 
+def test_fingerprint_rows_that_tie_on_the_row_mix_are_ordered_by_content(monkeypatch):
+    """Rows are sorted by one 64-bit mix of their cell hashes; rows with the same mix (equal
+    rows, or a collision) fall back to a lexicographic sort. A zero multiplier makes every row
+    collide, so the fallback alone must still make the fingerprint order-independent."""
+    import profile_enrichment.ml.registry as registry
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {"k": rng.integers(0, 4, 300), "x": rng.integers(0, 3, 300), "y": rng.random(300) < 0.5}
+    )  # many duplicated rows
+    shuffled = df.sample(frac=1.0, random_state=5)
+    assert fingerprint_frame(shuffled) == fingerprint_frame(df)
+    monkeypatch.setattr(registry, "_MIX", np.uint64(0))
+    everything_ties = fingerprint_frame(df)
+    assert fingerprint_frame(shuffled) == everything_ties
+    assert fingerprint_frame(df.head(299)) != everything_ties
+
+
 # -- register, champion lifecycle ----------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
@@ -309,6 +309,25 @@ def _make_candidate(
     )
 
 
+def _fit_candidate(
+    name: str, config: PropensityConfig, X: np.ndarray, y: np.ndarray
+) -> Pipeline | HistGradientBoostingClassifier:
+    """A fitted candidate. The logistic pipeline is fitted step by step: Pipeline.fit would fit
+    the median imputer through numpy.ma, which took 3.4 s of the 24 s churn model at 147k rows
+    x 63 features. Fitting it on the single row of column medians (np.nanmedian) gives the same
+    fitted imputer, statistics bit for bit (tests/test_propensity.py checks it), in 0.08 s."""
+    model = _make_candidate(name, config)
+    if not isinstance(model, Pipeline):
+        return model.fit(X, y)
+    impute, scale, logistic = (step for _, step in model.steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": kept as 0 below
+        medians = np.nanmedian(X, axis=0)
+    impute.fit(medians[np.newaxis, :])
+    logistic.fit(scale.fit_transform(impute.transform(X)), y)
+    return model
+
+
 def _ranking(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return {
         "roc_auc": float(roc_auc_score(y, s)),
@@ -400,7 +419,7 @@ def train_propensity(
     models: dict[str, Any] = {}
     margins: dict[str, np.ndarray] = {}
     for name in config.candidates:
-        models[name] = _make_candidate(name, config).fit(X_tr, y_tr)
+        models[name] = _fit_candidate(name, config, X_tr, y_tr)
         margins[name] = np.asarray(models[name].decision_function(X_va), dtype=np.float64)
     valid_scores = {name: _ranking(y_va, m) for name, m in margins.items()}
 
@@ -422,7 +441,7 @@ def train_propensity(
 
     # 5. the final scorer
     if config.refit_on_all:
-        final_model = clone(models[chosen]).fit(X, y)
+        final_model = _fit_candidate(chosen, config, X, y)
         final_rows = X
     else:
         final_model, final_rows = models[chosen], X_tr

@@ -138,6 +138,29 @@ def _hash_column(series: pd.Series) -> np.ndarray:
     return hashed.to_numpy(dtype=np.uint64)
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is a bijection mod 2**64
+
+
+def _row_order(matrix: np.ndarray) -> np.ndarray:
+    """The order of the rows of a uint64 matrix that depends only on their content: by a mix
+    of each row's cells, then, among rows with the same mix, lexicographically by the cells
+    (equal rows are interchangeable, so their relative order does not change the bytes)."""
+    key = np.zeros(len(matrix), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in matrix.T:
+            key = (key ^ column) * _MIX
+            key ^= key >> np.uint64(29)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    change = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [len(ordered)]))
+    for begin, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+        block = order[begin:end]  # equal rows, or a 64-bit collision
+        order[begin:end] = block[np.lexsort(matrix[block].T[::-1])]
+    return order
+
+
 def fingerprint_frame(df: pd.DataFrame) -> str:
     """Deterministic SHA-256 (hex) of a DataFrame's content: schema plus rows.
 
@@ -146,7 +169,9 @@ def fingerprint_frame(df: pd.DataFrame) -> str:
     the per-row hash tuples are sorted, and the sorted matrix is fed to SHA-256 together with
     the sorted (column name, dtype) list and the row count. Sorting the hashes rather than the
     rows by "key columns" also stays deterministic when the key is not unique. Duplicated rows
-    count (it is a multiset). Stable within one pandas version (pinned in requirements.lock);
+    count (it is a multiset). The rows are sorted by one 64-bit mix of their cell hashes, and
+    only rows that tie on it by all their cell hashes (a lexicographic sort of 85 columns took
+    2 s of the 24 s churn model at 147k training rows). Stable within one pandas version (pinned in requirements.lock);
     include the environment in ``code_version`` if that matters. The index is ignored.
     """
     names = [str(c) for c in df.columns]
@@ -164,8 +189,7 @@ def fingerprint_frame(df: pd.DataFrame) -> str:
         matrix = np.empty((len(df), len(order)), dtype=np.uint64)
         for out_j, j in enumerate(order):
             matrix[:, out_j] = _hash_column(df.iloc[:, j])
-        rows = np.lexsort(matrix.T[::-1])  # first column is the primary key
-        digest.update(np.ascontiguousarray(matrix[rows]).tobytes())
+        digest.update(np.ascontiguousarray(matrix[_row_order(matrix)]).tobytes())
     return digest.hexdigest()
 
 
