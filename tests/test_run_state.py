@@ -85,3 +85,61 @@ def test_future_events_with_a_moving_clock_are_never_skipped(setup, monkeypatch)
     monkeypatch.setenv("PE_INGESTION_CLOCK", "2025-01-01T00:00:00Z")  # pinned: time cannot move
     assert record(summary) is True
     assert run_state.unchanged_since_last_run(warehouse, current()) is not None
+
+
+# -- incremental staging: append the new raw files, or re-stage them all ------------------------
+
+
+def test_staging_appends_when_only_new_files_arrived(setup, monkeypatch):
+    project, raw, warehouse, current, record = setup
+    assert run_state.staging_rebuild_reason(warehouse, current()) == (
+        "no record of a last successful build"
+    )
+    record()
+    assert run_state.staging_rebuild_reason(warehouse, current()) is None
+    (raw / "events" / "part-1.parquet").write_bytes(b"new day")
+    (raw / "profiles").mkdir()
+    (raw / "profiles" / "p.parquet").write_bytes(b"profiles are staged whole anyway")
+    monkeypatch.setenv("PE_TENANT_ID", "other")  # not read by staging
+    assert run_state.staging_rebuild_reason(warehouse, current()) is None
+    other_day = (["build", "--target", "dev"], {"raw_dir": str(raw), "as_of_date": "2025-01-02"})
+    changed_as_of = run_state.fingerprint(project, raw, *other_day, raw.parent / "artifacts")
+    assert run_state.staging_rebuild_reason(warehouse, changed_as_of) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("removed_raw_file", "raw file events/part-0.parquet was removed"),
+        ("touched_raw_file", "raw file events/part-0.parquet changed"),
+        ("rewritten_raw_file", "raw file events/part-0.parquet changed"),
+        ("model_code", "the project's code changed since the last build"),
+        ("raw_dir", "var raw_dir changed since the last build"),
+        ("warehouse", "the warehouse changed after the last recorded build"),
+        ("state_lost", "no record of a last successful build"),
+    ],
+)
+def test_staging_is_rebuilt_when_a_staged_input_changed(setup, change, reason):
+    project, raw, warehouse, current, record = setup
+    record()
+    path = raw / "events" / "part-0.parquet"
+    fingerprint = None
+    if change == "removed_raw_file":
+        path.unlink()
+    elif change == "touched_raw_file":
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    elif change == "rewritten_raw_file":
+        st = path.stat()
+        path.write_bytes(b"y" * 11)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same time, other size
+    elif change == "model_code":
+        (project / "models" / "a.sql").write_text("select 2\n")
+    elif change == "raw_dir":
+        args = (["build", "--target", "dev"], {"raw_dir": "elsewhere", "as_of_date": ""})
+        fingerprint = run_state.fingerprint(project, raw, *args, raw.parent / "artifacts")
+    elif change == "warehouse":
+        warehouse.write_bytes(b"changed by someone else")
+    else:
+        run_state.state_path(warehouse).unlink()
+    assert run_state.staging_rebuild_reason(warehouse, fingerprint or current()) == reason

@@ -2,8 +2,9 @@
     One row per identityMap item of each record: the XDM identityMap is an object of namespace
     -> array of {id, authenticatedState, primary}. Used for events and for profile records, so
     both read identities the same way. `relation` must have `key_column` and `json_column`.
-    Columns: <key_column>, namespace, item_number (1-based), identity_value (trimmed, null when
-    empty), authenticated_state (default ambiguous), is_primary.
+    Columns: <key_column>, any `carry_columns` of the relation, namespace, item_number
+    (1-based), identity_value (trimmed, null when empty), authenticated_state (default
+    ambiguous), is_primary.
 -#}
 {#-
     Every identity passes the privacy guard here, once for events and profiles alike: a value
@@ -13,9 +14,12 @@
     it as unusable (and is quarantined as no_usable_identity when nothing else identifies it).
     Raw addresses therefore never reach features, scores or exported identityMaps.
 -#}
-{% macro identity_map_items(relation, key_column, json_column) -%}
+{% macro identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
     select
         parsed.{{ key_column }},
+        {%- for column in carry_columns %}
+        parsed.{{ column }},
+        {%- endfor %}
         parsed.namespace,
         parsed.item_number,
         case
@@ -27,7 +31,7 @@
         parsed.authenticated_state,
         parsed.is_primary
     from (
-        {{ adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column) }}
+        {{ adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column, carry_columns) }}
     ) as parsed
 {%- endmacro %}
 
@@ -69,9 +73,12 @@
     Fields keep their JSON text (primary is compared with 'true'), so a wrong type is not
     silently coerced; a namespace whose value is not an array yields no rows.
 -#}
-{% macro duckdb__identity_map_items(relation, key_column, json_column) -%}
+{% macro duckdb__identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
     select
         items.{{ key_column }},
+        {%- for column in carry_columns %}
+        items.{{ column }},
+        {%- endfor %}
         items.namespace,
         cast(items.item_number as integer) as item_number,
         nullif(trim(items.item.id), '') as identity_value,
@@ -80,12 +87,18 @@
     from (
         select
             entries.{{ key_column }},
+            {%- for column in carry_columns %}
+            entries.{{ column }},
+            {%- endfor %}
             entries.entry.key as namespace,
             unnest(generate_series(1, len(entries.entry.value))) as item_number,
             unnest(entries.entry.value) as item
         from (
             select
                 records.{{ key_column }},
+                {%- for column in carry_columns %}
+                records.{{ column }},
+                {%- endfor %}
                 unnest(map_entries(json_transform(
                     json_extract(records.{{ json_column }}, '$.identityMap'),
                     '"MAP(VARCHAR, STRUCT(id VARCHAR, authenticatedState VARCHAR, \"primary\" VARCHAR)[])"'
@@ -98,9 +111,12 @@
 
 
 {#- Any engine with the xdm_each / xdm_text / xdm_type implementations. -#}
-{% macro default__identity_map_items(relation, key_column, json_column) -%}
+{% macro default__identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
     select
         items.{{ key_column }},
+        {%- for column in carry_columns %}
+        items.{{ column }},
+        {%- endfor %}
         items.namespace,
         items.item_number,
         nullif(trim({{ profile_enrichment.xdm_text('items.item_json', 'id') }}), '') as identity_value,
@@ -111,12 +127,18 @@
     from (
         select
             namespaces.{{ key_column }},
+            {%- for column in carry_columns %}
+            namespaces.{{ column }},
+            {%- endfor %}
             namespaces.namespace,
             cast(entries.key as integer) + 1 as item_number,
             entries.value as item_json
         from (
             select
                 records.{{ key_column }},
+                {%- for column in carry_columns %}
+                records.{{ column }},
+                {%- endfor %}
                 map_entries.key as namespace,
                 map_entries.value as items_json
             from {{ relation }} as records,

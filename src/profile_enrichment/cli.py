@@ -182,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warehouse = _resolve(
             project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
         )
+        args.new_warehouse = not warehouse.exists()  # the probe below creates the file
         check_warehouse_free(warehouse)
         env["PE_WAREHOUSE"] = str(warehouse)
     runner = None
@@ -298,7 +299,17 @@ def _build_unless_unchanged(
                 "dbt build skipped; drop --if-changed to rebuild anyway"
             )
             return DbtResult(0, [], state.get("summary")), state
-    result = run_dbt(project_dir, command, dbt_vars, env, quiet=args.quiet, runner=runner)
+    build_vars = dict(dbt_vars)
+    if warehouse is not None and "--full-refresh" not in command:
+        # DuckDB stages raw files incrementally, by name; anything else than new files
+        # arriving re-stages them all (run_state.staging_rebuild_reason).
+        current = run_state.fingerprint(project_dir, raw, command, dbt_vars, artifacts)
+        reason = run_state.staging_rebuild_reason(warehouse, current)
+        if reason is not None:
+            build_vars["rebuild_staging"] = True
+            if not getattr(args, "new_warehouse", False):
+                print(f"staging:     every raw file is parsed again ({reason})")
+    result = run_dbt(project_dir, command, build_vars, env, quiet=args.quiet, runner=runner)
     if recordable and result.returncode == 0:
         run_state.record_run(
             warehouse, project_dir, raw, command, dbt_vars, artifacts, result.summary

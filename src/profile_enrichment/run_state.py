@@ -12,6 +12,8 @@ After each successful build we record a fingerprint next to the warehouse
 * the warehouse file and the model registry as they were right after that build.
 
 The next ``run --if-changed`` with the same fingerprint skips dbt and reuses the warehouse.
+The same record decides whether DuckDB's incremental staging may just append the new raw
+files (``staging_rebuild_reason``) or must re-stage them all.
 Never recorded (so never skipped) when the run quarantined events as ``future_timestamp``
 against an unpinned ingestion clock: with time passing, they may become valid.
 """
@@ -27,6 +29,8 @@ from typing import Any
 STATE_SUFFIX = ".lastrun.json"
 _CODE_DIRS = ("models", "macros", "python_models", "seeds", "tests")
 _CODE_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
+# The vars the staging models read (the raw folder and its format): see staging_rebuild_reason.
+STAGING_VARS = ("raw_dir", "raw_format")
 
 
 def state_path(warehouse: Path) -> Path:
@@ -98,6 +102,39 @@ def unchanged_since_last_run(warehouse: Path, current: dict[str, Any]) -> dict[s
     if not warehouse.is_file() or state.get("warehouse") != _stat(warehouse):
         return None
     return state if state.get("fingerprint") == current else None
+
+
+def staging_rebuild_reason(warehouse: Path, current: dict[str, Any]) -> str | None:
+    """Why this build must re-stage every raw file, or None when appending the new ones is
+    enough (DuckDB stages incrementally, by file name: macros/config/staging.sql).
+
+    Appending is enough only when the last successful build was recorded, the warehouse is as
+    it left it, the project's code and the vars staging reads (STAGING_VARS) are the same, and
+    every raw event file it read is still there with the same size and modification time (new files
+    may have arrived). The as-of date and the other settings do not matter to staging.
+    """
+    path = state_path(warehouse)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "no record of a last successful build"
+    if not warehouse.is_file() or state.get("warehouse") != _stat(warehouse):
+        return "the warehouse changed after the last recorded build"
+    previous = state.get("fingerprint") or {}
+    if previous.get("code") != current.get("code"):
+        return "the project's code changed since the last build"
+    for var in STAGING_VARS:
+        if (previous.get("vars") or {}).get(var) != (current.get("vars") or {}).get(var):
+            return f"var {var} changed since the last build"
+    now = {name: rest for name, *rest in current.get("raw_files", [])}
+    for name, *rest in previous.get("raw_files", []):
+        if not name.startswith("events/"):
+            continue  # profiles are staged whole by every build
+        if name not in now:
+            return f"raw file {name} was removed"
+        if now[name] != rest:
+            return f"raw file {name} changed"
+    return None
 
 
 def record_run(

@@ -1,8 +1,16 @@
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized=profile_enrichment.staging_materialization(),
+        incremental_strategy='append',
+        full_refresh=profile_enrichment.staging_full_refresh(),
+        on_schema_change='fail',
+    )
+}}
 {#-
-    Materialized as a table, not a view: every record is parsed from JSON exactly once here,
-    and the identity, product-line and validation models all read the parsed columns.
-    All scalar fields are extracted in one pass per record (xdm_texts / xdm_types).
+    Materialized, not a view: every record is parsed from JSON exactly once here, and the
+    identity, product-line and validation models all read the parsed columns. All scalar
+    fields are extracted in one pass per record (xdm_texts / xdm_types). On DuckDB it is
+    incremental by raw file: a run parses only the files not staged yet (macros/config/staging.sql).
 -#}
 {%- do profile_enrichment.validated_path_var('raw_dir') -%}
 {%- do profile_enrichment.validated_raw_format() -%}
@@ -17,6 +25,7 @@ with
 
 source as (
     select * from {{ source('aep', 'experience_events') }}
+    where {{ profile_enrichment.staged_files_filter('source_file') }}
 ),
 
 records as (

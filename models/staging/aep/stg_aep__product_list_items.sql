@@ -1,14 +1,24 @@
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized=profile_enrichment.staging_materialization(),
+        incremental_strategy='append',
+        full_refresh=profile_enrichment.staging_full_refresh(),
+        on_schema_change='fail',
+    )
+}}
+{#- Incremental on DuckDB, by raw file, like stg_aep__experience_events (macros/config/staging.sql). -#}
 
 with
 
 events as (
     select * from {{ ref('stg_aep__experience_events') }}
+    where {{ profile_enrichment.staged_files_filter('source_file') }}
 ),
 
 lines as (
     select
         events.record_id,
+        events.source_file,
         events.event_id,
         cast(items.key as integer) + 1 as line_number,
         items.value as item_json
@@ -21,6 +31,7 @@ final as (
     select
         {{ dbt.hash("record_id || '#' || cast(line_number as " ~ dbt.type_string() ~ ")") }} as product_line_id,
         record_id,
+        source_file,
         event_id,
         line_number,
         {{ profile_enrichment.xdm_text('item_json', 'SKU') }} as sku,
