@@ -17,8 +17,9 @@ snapshots as (
     -- The snapshot dates of this run's window (var snapshot_months): an incremental build keeps
     -- the dates that have left the window in customer_feature_snapshots (it never deletes), so
     -- labels, and therefore training, use the same dates as a full refresh.
-    select * from {{ ref('customer_feature_snapshots') }}
-    where as_of_date in (select as_of_date from {{ ref('int_snapshot_dates') }})
+    select snapshots.*
+    from {{ ref('customer_feature_snapshots') }} as snapshots
+    where snapshots.as_of_date in (select window_dates.as_of_date from {{ ref('int_snapshot_dates') }} as window_dates)
 ),
 
 run_date as (
