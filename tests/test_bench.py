@@ -129,6 +129,7 @@ def test_ratios_targets_and_markdown(bench_run):
     assert machine["logical_cores"] > 0 and machine["memory_bytes"] > 0
     assert machine["versions"]["duckdb"] and machine["versions"]["dbt-core"]
     assert len(results["load_average"]["start"]) == 3
+    assert path.stem.endswith("-c3000-d540")  # not the default size or history: named so
     md = path.with_suffix(".md").read_text()
     assert "| full refresh (`run`: dbt build from empty + export + validation) |" in md
     assert "vs raw DuckDB SQL" in md and "vs lifetimes" in md

@@ -816,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  profile-enrichment bench                      # ~1M customers, ~20M events\n"
             "  profile-enrichment bench --customers 20000    # quick run\n"
             "data is cached in DATA_DIR by parameters; results go to RESULTS_DIR as\n"
-            "<date>-<machine>[-c<customers>].json and .md"
+            "<date>-<machine>[-c<customers>][-d<days>].json and .md"
         ),
     )
     ben.add_argument(

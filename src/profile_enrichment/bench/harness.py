@@ -13,7 +13,7 @@ What it does, in order:
 
 Every step is a subprocess. Its wall time and the peak RSS of its whole process tree (sampled
 with psutil every 50 ms) are recorded, with dbt's per-model times from ``run_results.json``.
-The results go to ``bench/results/<date>-<machine>[-c<customers>].json`` and ``.md``.
+The results go to ``bench/results/<date>-<machine>[-c<customers>][-d<days>].json`` and ``.md``.
 Nothing here asserts a timing; the targets are reported, met or not.
 """
 
@@ -609,6 +609,7 @@ def run_bench(
     }
     results_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if customers == DEFAULT_CUSTOMERS else f"-c{customers}"
+    suffix += "" if days == DEFAULT_DAYS else f"-d{days}"  # another history: another file
     json_path = results_dir / f"{started_at.date().isoformat()}-{machine_slug(info)}{suffix}.json"
 
     def save() -> None:
