@@ -178,11 +178,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     env = {"PE_TARGET": target}
     warehouse = None
+    new_warehouse = False
     if target == "dev":
         warehouse = _resolve(
             project_dir, args.warehouse or os.environ.get("PE_WAREHOUSE", "data/warehouse.duckdb")
         )
-        args.new_warehouse = not warehouse.exists()  # the probe below creates the file
+        new_warehouse = not warehouse.exists()  # the probe below creates the file
         check_warehouse_free(warehouse)
         env["PE_WAREHOUSE"] = str(warehouse)
     runner = None
@@ -222,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # selection pulls in tests of models this run does not build.
         command += ["--select", args.select, "--indirect-selection", "buildable"]
     result, unchanged = _build_unless_unchanged(
-        args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts, runner
+        args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts, runner, new_warehouse
     )
     if result.locked:
         raise UserError(
@@ -281,7 +282,16 @@ def _load_postgres(raw_input, artifacts: Path | None = None) -> None:
 
 
 def _build_unless_unchanged(
-    args, project_dir, raw, command, dbt_vars, env, warehouse, artifacts, runner=None
+    args,
+    project_dir,
+    raw,
+    command,
+    dbt_vars,
+    env,
+    warehouse,
+    artifacts,
+    runner=None,
+    new_warehouse=False,
 ):
     """`dbt build`, or, with --if-changed and nothing changed since the last successful build
     (see profile_enrichment.run_state), the last build's summary without running dbt.
@@ -290,8 +300,10 @@ def _build_unless_unchanged(
     from profile_enrichment.project import DbtResult, run_dbt
 
     recordable = warehouse is not None and not args.select and not args.selector
-    if recordable and args.if_changed:
+    current = None
+    if warehouse is not None:  # read once: the --if-changed skip and the staging decision
         current = run_state.fingerprint(project_dir, raw, command, dbt_vars, artifacts)
+    if recordable and args.if_changed:
         state = run_state.unchanged_since_last_run(warehouse, current)
         if state is not None:
             print(
@@ -303,11 +315,10 @@ def _build_unless_unchanged(
     if warehouse is not None and "--full-refresh" not in command:
         # DuckDB stages raw files incrementally, by name; anything else than new files
         # arriving re-stages them all (run_state.staging_rebuild_reason).
-        current = run_state.fingerprint(project_dir, raw, command, dbt_vars, artifacts)
         reason = run_state.staging_rebuild_reason(warehouse, current)
         if reason is not None:
             build_vars["rebuild_staging"] = True
-            if not getattr(args, "new_warehouse", False):
+            if not new_warehouse:
                 print(f"staging:     every raw file is parsed again ({reason})")
     result = run_dbt(project_dir, command, build_vars, env, quiet=args.quiet, runner=runner)
     if recordable and result.returncode == 0:

@@ -94,14 +94,21 @@ def fingerprint(
 
 def unchanged_since_last_run(warehouse: Path, current: dict[str, Any]) -> dict[str, Any] | None:
     """The recorded state (with the last run summary) if nothing changed, else None."""
-    path = state_path(warehouse)
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not warehouse.is_file() or state.get("warehouse") != _stat(warehouse):
+    state = _recorded_state(warehouse)
+    if not isinstance(state, dict):
         return None
     return state if state.get("fingerprint") == current else None
+
+
+def _recorded_state(warehouse: Path) -> dict[str, Any] | str:
+    """The last successful build's record, or why there is none to trust (a short reason)."""
+    try:
+        state = json.loads(state_path(warehouse).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "no record of a last successful build"
+    if not warehouse.is_file() or state.get("warehouse") != _stat(warehouse):
+        return "the warehouse changed after the last recorded build"
+    return state
 
 
 def staging_rebuild_reason(warehouse: Path, current: dict[str, Any]) -> str | None:
@@ -113,13 +120,9 @@ def staging_rebuild_reason(warehouse: Path, current: dict[str, Any]) -> str | No
     every raw event file it read is still there with the same size and modification time (new files
     may have arrived). The as-of date and the other settings do not matter to staging.
     """
-    path = state_path(warehouse)
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return "no record of a last successful build"
-    if not warehouse.is_file() or state.get("warehouse") != _stat(warehouse):
-        return "the warehouse changed after the last recorded build"
+    state = _recorded_state(warehouse)
+    if not isinstance(state, dict):
+        return state
     previous = state.get("fingerprint") or {}
     if previous.get("code") != current.get("code"):
         return "the project's code changed since the last build"
