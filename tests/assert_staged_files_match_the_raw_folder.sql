@@ -15,9 +15,7 @@ raw_records as (
         source_file,
         count(*) as raw_records
     from {{ source('aep', 'experience_events') }}
-    {%- if profile_enrichment.validated_raw_format() == 'jsonl' %}
-    where raw_json is not null and trim(replace(raw_json, chr(9), '')) <> ''
-    {%- endif %}
+    {{ profile_enrichment.raw_records_filter('raw_json') }}
     group by 1
 ),
 

@@ -48,3 +48,17 @@
         )
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+    The `where` clause that keeps the raw records staging parses: JSON Lines skip blank lines
+    (spaces and tabs only). Parquet rows are always records, so there it renders nothing: a
+    condition on the source's raw_json, which is to_json(row), made DuckDB render every row
+    as JSON twice (once for the filter, once for the columns): 5.6 s against 2.6 s for
+    stg_aep__experience_events on 381,794 events.
+-#}
+{% macro raw_records_filter(raw_json_column) -%}
+    {%- if profile_enrichment.validated_raw_format() == 'jsonl' -%}
+        where trim(replace({{ raw_json_column }}, chr(9), '')) <> ''
+    {%- endif -%}
+{%- endmacro %}

@@ -2,6 +2,8 @@
     One row per identityMap item of each record: the XDM identityMap is an object of namespace
     -> array of {id, authenticatedState, primary}. Used for events and for profile records, so
     both read identities the same way. `relation` must have `key_column` and `json_column`.
+    `map_path` is where the identityMap sits in `json_column`: 'identityMap' for whole records
+    (profiles), '' when the column holds the identityMap itself (staged events).
     Columns: <key_column>, any `carry_columns` of the relation, namespace, item_number
     (1-based), identity_value (trimmed, null when empty), authenticated_state (default
     ambiguous), is_primary.
@@ -14,7 +16,7 @@
     it as unusable (and is quarantined as no_usable_identity when nothing else identifies it).
     Raw addresses therefore never reach features, scores or exported identityMaps.
 -#}
-{% macro identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
+{% macro identity_map_items(relation, key_column, json_column, carry_columns=[], map_path='identityMap') -%}
     select
         parsed.{{ key_column }},
         {%- for column in carry_columns %}
@@ -31,7 +33,7 @@
         parsed.authenticated_state,
         parsed.is_primary
     from (
-        {{ adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column, carry_columns) }}
+        {{ adapter.dispatch('identity_map_items', 'profile_enrichment')(relation, key_column, json_column, carry_columns, map_path) }}
     ) as parsed
 {%- endmacro %}
 
@@ -73,7 +75,7 @@
     Fields keep their JSON text (primary is compared with 'true'), so a wrong type is not
     silently coerced; a namespace whose value is not an array yields no rows.
 -#}
-{% macro duckdb__identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
+{% macro duckdb__identity_map_items(relation, key_column, json_column, carry_columns=[], map_path='identityMap') -%}
     select
         items.{{ key_column }},
         {%- for column in carry_columns %}
@@ -100,18 +102,18 @@
                 records.{{ column }},
                 {%- endfor %}
                 unnest(map_entries(json_transform(
-                    json_extract(records.{{ json_column }}, '$.identityMap'),
+                    {{ ('records.' ~ json_column) if map_path == '' else profile_enrichment.duckdb__xdm_json('records.' ~ json_column, map_path) }},
                     '"MAP(VARCHAR, STRUCT(id VARCHAR, authenticatedState VARCHAR, \"primary\" VARCHAR)[])"'
                 ))) as entry
             from {{ relation }} as records
-            where json_type(records.{{ json_column }}, '$.identityMap') = 'OBJECT'
+            where json_type(records.{{ json_column }}, '{{ profile_enrichment.xdm_json_path(map_path) }}') = 'OBJECT'
         ) as entries
     ) as items
 {%- endmacro %}
 
 
 {#- Any engine with the xdm_each / xdm_text / xdm_type implementations. -#}
-{% macro default__identity_map_items(relation, key_column, json_column, carry_columns=[]) -%}
+{% macro default__identity_map_items(relation, key_column, json_column, carry_columns=[], map_path='identityMap') -%}
     select
         items.{{ key_column }},
         {%- for column in carry_columns %}
@@ -142,8 +144,8 @@
                 map_entries.key as namespace,
                 map_entries.value as items_json
             from {{ relation }} as records,
-                {{ profile_enrichment.xdm_each('records.' ~ json_column, 'identityMap') }} as map_entries
-            where {{ profile_enrichment.xdm_type('records.' ~ json_column, 'identityMap') }} = 'object'
+                {{ profile_enrichment.xdm_each('records.' ~ json_column, map_path) }} as map_entries
+            where {{ profile_enrichment.xdm_type('records.' ~ json_column, map_path) }} = 'object'
         ) as namespaces,
             {{ profile_enrichment.xdm_each('namespaces.items_json', '') }} as entries
         where {{ profile_enrichment.xdm_type('namespaces.items_json', '') }} = 'array'

@@ -16,7 +16,7 @@ events as (
 ),
 
 items as (
-    {{ profile_enrichment.identity_map_items('events', 'record_id', 'event_json', ['source_file']) }}
+    {{ profile_enrichment.identity_map_items('events', 'record_id', 'identity_map_json', ['source_file'], map_path='') }}
 ),
 
 final as (

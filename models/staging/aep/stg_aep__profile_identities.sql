@@ -12,7 +12,7 @@ records as (
         source_row,
         {{ profile_enrichment.xdm_parse_json('raw_json') }} as profile_json
     from source
-    where raw_json is not null and trim(replace(raw_json, chr(9), '')) <> ''
+    {{ profile_enrichment.raw_records_filter('raw_json') }}
 ),
 
 keyed_records as (
