@@ -148,13 +148,25 @@ def _equal(left: Any, right: Any, rel: float) -> bool:
         if left is None or right is None:
             return left is right
         return math.isclose(float(left), float(right), rel_tol=rel, abs_tol=rel)
-    if isinstance(left, tuple) and isinstance(right, tuple) and left[:1] != ("json",):
+    if isinstance(left, tuple) and isinstance(right, tuple):
+        if _is_json(left) or _is_json(right):
+            # a JSON array arrives as text from DuckDB, as a list of documents from psycopg
+            return _json_equal(_plain(left), _plain(right), rel)
         return len(left) == len(right) and all(
             _equal(a, b, rel) for a, b in zip(left, right, strict=True)
         )
-    if isinstance(left, tuple) and isinstance(right, tuple):  # ("json", document)
-        return _json_equal(left[1], right[1], rel)
     return left == right
+
+
+def _is_json(value: tuple) -> bool:
+    return len(value) == 2 and value[0] == "json"
+
+
+def _plain(value: Any) -> Any:
+    """A normalized value back as plain JSON: ("json", doc) -> doc, tuples -> lists."""
+    if isinstance(value, tuple):
+        return value[1] if _is_json(value) else [_plain(v) for v in value]
+    return value
 
 
 def _json_equal(left: Any, right: Any, rel: float) -> bool:
