@@ -5,6 +5,7 @@
         incremental_strategy=profile_enrichment.replace_days_strategy(),
         partition_by=profile_enrichment.replace_days_partition_by('as_of_date'),
         on_schema_change='fail',
+        post_hook="{{ profile_enrichment.build_snapshots_date_by_date() }}",
     )
 }}
 {#-
@@ -13,26 +14,19 @@
     (unique_key is the date, so rows of customers re-stitched since are replaced too), when it
     can see a day the daily rollup rewrote in this run (int_identity_daily_activity_watermark).
     So day-by-day refreshes, late events and missed nights all equal a full refresh.
+    Which dates, and one statement per date on DuckDB: macros/features/snapshot_dates.sql.
 -#}
-{#- Written by the rollup's pre-hook: the first day it rewrites in this run (null = all). -#}
-{%- set watermark = adapter.get_relation(this.database, this.schema, 'int_identity_daily_activity_watermark') if execute else none -%}
 
 with
 
 snapshot_dates as (
+    {%- if profile_enrichment.snapshots_date_by_date() %}
+    -- DuckDB: the post-hook build_snapshots_date_by_date builds the dates one by one
     select as_of_date from {{ ref('int_snapshot_dates') }}
-    {% if is_incremental() %}
-    where as_of_date not in (select distinct as_of_date from {{ this }})
-        -- a snapshot that can see a day the rollup rewrote in this run is recomputed whole
-        {%- if watermark is not none %}
-        or as_of_date > (
-            select coalesce(min(rewritten_from_date), cast('1900-01-01' as date))
-            from {{ watermark }}
-        )
-        {%- else %}
-        or true
-        {%- endif %}
-    {% endif %}
+    where false
+    {%- else %}
+    {{ profile_enrichment.pending_snapshot_dates() }}
+    {%- endif %}
 ),
 
 features as (
