@@ -4,6 +4,8 @@ written. Timings are never asserted (the machine is shared); only that each was 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import pytest
 
@@ -129,6 +131,8 @@ def test_ratios_targets_and_markdown(bench_run):
     assert machine["logical_cores"] > 0 and machine["memory_bytes"] > 0
     assert machine["versions"]["duckdb"] and machine["versions"]["dbt-core"]
     assert len(results["load_average"]["start"]) == 3
+    # which code was measured: the checkout's commit (+changes when the work tree differs)
+    assert re.fullmatch(r"[0-9a-f]{12}(\+changes)?", results["code_version"] or ""), results
     assert path.stem.endswith("-c3000-d540")  # not the default size or history: named so
     md = path.with_suffix(".md").read_text()
     assert "| full refresh (`run`: dbt build from empty + export + validation) |" in md
@@ -207,3 +211,23 @@ def test_bounded_rows_samples_whole_customers_only_above_the_cap():
     assert list(projected.columns) == ["value"] and len(projected) == len(sample)
     latest = latest_snapshot(rel)
     assert len(latest) == 1000 and (latest["as_of_date"] == latest["as_of_date"].max()).all()
+
+
+def test_code_version_names_the_commit_and_says_when_the_tree_differs(tmp_path):
+    from profile_enrichment.bench.harness import code_version
+
+    assert code_version(tmp_path) is None  # not a git checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.sql").write_text("select 1\n")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "a.sql"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert code_version(tmp_path) == head
+    (tmp_path / "a.sql").write_text("select 2\n")
+    assert code_version(tmp_path) == f"{head}+changes"

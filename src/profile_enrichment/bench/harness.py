@@ -417,6 +417,34 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def code_version(project_dir: Path) -> str | None:
+    """The project's git commit, with "+changes" when the work tree differs from it; None
+    outside a git checkout. Results of different code must not be mistaken for each other."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        head = subprocess.run(
+            [git, "rev-parse", "--short=12", "HEAD"],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [git, "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
 def machine_slug(info: dict[str, Any]) -> str:
     gib = round(info["memory_bytes"] / 2**30)
     return f"{platform.machine()}-{info['logical_cores']}c-{gib}g"
@@ -593,6 +621,7 @@ def run_bench(
         "started_at": started_at.isoformat(),
         "complete": False,
         "machine": info,
+        "code_version": code_version(project_dir),
         "load_average": {"start": list(load_start), "end": None},
         "parameters": {
             "customers": customers,
@@ -755,7 +784,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
         f"{m['os']}, Python {m['python']}; {versions}. DuckDB memory_limit "
         f"{p['duckdb_memory_limit']}. Load average {load['start'][0]:.1f} at the start, "
-        f"{load['end'][0]:.1f} at the end (the machine is shared).",
+        f"{load['end'][0]:.1f} at the end (the machine is shared). "
+        f"Code: {results.get('code_version') or 'unknown (not a git checkout)'}.",
         "",
         "| stage | wall | peak RSS (tree) | events/s | notes |",
         "|---|---:|---:|---:|---|",
