@@ -423,23 +423,15 @@ def code_version(project_dir: Path) -> str | None:
     git = shutil.which("git")
     if git is None:
         return None
+
+    def output(*args: str) -> str:
+        return subprocess.run(
+            [git, *args], cwd=project_dir, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            [git, "rev-parse", "--short=12", "HEAD"],
-            cwd=project_dir,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [git, "status", "--porcelain", "--untracked-files=no"],
-            cwd=project_dir,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
+        head = output("rev-parse", "--short=12", "HEAD")
+        dirty = output("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}+changes" if dirty else head
