@@ -15,34 +15,29 @@ STAGES = ("generate", "full_refresh", "export", "incremental_refresh", "no_chang
 PIPELINE_STAGES = ("full_refresh", "incremental_refresh", "no_change_rerun")
 
 
+BENCH_ARGS = ("--customers", "3000", "--days", "540", "--seed", "5", "--memory-limit", "2GB")
+
+
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
+    """The quick mode, measured in two sittings the way the 100M run is: `--stop-after
+    baselines`, then `--resume` for the rest. Returns the first sitting's results too."""
     root = tmp_path_factory.mktemp("bench")
-    result = run_cli(
-        "bench",
-        "--customers",
-        "3000",
-        "--days",
-        "540",
-        "--seed",
-        "5",
-        "--data-dir",
-        str(root / "data"),
-        "--results-dir",
-        str(root / "results"),
-        "--memory-limit",
-        "2GB",
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    dirs = ("--data-dir", str(root / "data"), "--results-dir", str(root / "results"))
+    first = run_cli("bench", *BENCH_ARGS, *dirs, "--stop-after", "baselines", timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     files = sorted((root / "results").glob("*.json"))
     assert len(files) == 1, files
-    return root, result, json.loads(files[0].read_text()), files[0]
+    partial = json.loads(files[0].read_text())
+    result = run_cli("bench", *BENCH_ARGS, *dirs, "--resume", timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted((root / "results").glob("*.json")) == files  # the same file, completed
+    return root, result, json.loads(files[0].read_text()), files[0], first, partial
 
 
 @pytest.mark.dbt
 def test_every_stage_is_measured(bench_run):
-    _, _, results, _ = bench_run
+    _, _, results, *_ = bench_run
     assert results["complete"] is True
     assert set(results["stages"]) == set(STAGES)
     for name in STAGES:
@@ -74,7 +69,7 @@ def test_every_stage_is_measured(bench_run):
 def test_the_no_change_rerun_skips_dbt_and_reuses_the_export(bench_run):
     """Nothing changed after the incremental refresh: `run --if-changed` neither rebuilds nor
     re-exports (the reused batch's checksums are verified instead)."""
-    _, _, results, _ = bench_run
+    _, _, results, *_ = bench_run
     stage = results["stages"]["no_change_rerun"]
     assert stage["dbt_skipped"] is True
     assert stage["export_reused"] is True
@@ -84,7 +79,7 @@ def test_the_no_change_rerun_skips_dbt_and_reuses_the_export(bench_run):
 
 @pytest.mark.dbt
 def test_baselines_ran_on_the_same_data(bench_run):
-    _, _, results, _ = bench_run
+    _, _, results, *_ = bench_run
     base = results["baselines"]
     assert set(base) == {"raw_duckdb", "pandas", "lifetimes"}
     for name, b in base.items():
@@ -110,7 +105,7 @@ def test_baselines_ran_on_the_same_data(bench_run):
 
 @pytest.mark.dbt
 def test_ratios_targets_and_markdown(bench_run):
-    _, result, results, path = bench_run
+    _, result, results, path, *_ = bench_run
     ratios = results["ratios"]
     for key in (
         "feature_layer_vs_raw_duckdb",
@@ -145,7 +140,7 @@ def test_second_run_reuses_the_cached_data(bench_run):
     """Generation is cached by parameters, with the measurement taken when it was generated."""
     from profile_enrichment.bench.harness import prepare_data
 
-    root, _, results, _ = bench_run
+    root, _, results, *_ = bench_run
     cache = next((root / "data").iterdir())
     first = results["stages"]["generate"]
     assert first["cached"] is False
@@ -176,6 +171,7 @@ def test_second_run_reuses_the_cached_data(bench_run):
         (["--days", "3"], "--days must be at least 7"),
         (["--days", "4000"], "reaches past today"),
         (["--engines", "oracle"], "unknown engine(s) ['oracle']"),
+        (["--resume"], "nothing to resume: no incomplete run of this size"),
     ],
 )
 def test_bench_user_mistakes_are_one_line(args, message, tmp_path):
@@ -231,3 +227,103 @@ def test_code_version_names_the_commit_and_says_when_the_tree_differs(tmp_path):
     assert code_version(tmp_path) == head
     (tmp_path / "a.sql").write_text("select 2\n")
     assert code_version(tmp_path) == f"{head}+changes"
+
+
+@pytest.mark.dbt
+def test_a_run_stopped_after_a_stage_is_resumed_without_remeasuring(bench_run):
+    """--stop-after leaves an incomplete file; --resume measures only the missing stages."""
+    _, result, results, path, first, partial = bench_run
+    assert partial["complete"] is False and partial["in_progress"] is None
+    assert set(partial["stages"]) == {"generate", "full_refresh", "export"}
+    assert set(partial["baselines"]) == {"raw_duckdb", "pandas", "lifetimes"}
+    assert "stopped after baselines" in first.stdout
+    assert "**Incomplete run**" in first.stdout
+    # what the first sitting measured is kept as it was, not measured again
+    for name in ("full_refresh", "export"):
+        assert results["stages"][name] == partial["stages"][name], name
+    assert results["baselines"] == partial["baselines"]
+    assert "resuming " + path.name in result.stdout
+    assert "full refresh: dbt build" not in result.stdout
+    sittings = results["sittings"]
+    assert [s["stages"] for s in sittings] == [
+        ["full_refresh", "baselines"],
+        ["incremental_refresh", "no_change_rerun"],
+    ]
+    assert results["started_at"] == partial["started_at"]
+    assert results["in_progress"] is None
+    assert "Measured in 2 sittings" in path.with_suffix(".md").read_text()
+
+
+def _incomplete(results_dir, **changes):
+    """An incomplete results file as `--stop-after full_refresh` leaves it."""
+    from profile_enrichment.bench.harness import _results_name, machine_info
+
+    results = {
+        "complete": False,
+        "code_version": "0123456789ab",
+        "in_progress": None,
+        "started_at": "2026-11-28T10:00:00+00:00",
+        "parameters": {
+            "customers": 3000,
+            "days": 540,
+            "seed": 5,
+            "activity_scale": 0.065,
+            "duckdb_memory_limit": "2GB",
+        },
+        "stages": {"generate": {}, "full_refresh": {}},
+        "baselines": {},
+    } | changes
+    results_dir.mkdir(exist_ok=True)
+    path = results_dir / f"2026-11-28-{_results_name(3000, 540, machine_info())}.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "message"),
+    [
+        ({}, "0123456789ab", None),
+        ({}, "fedcba987654", "it measured code 0123456789ab, this checkout is fedcba987654"),
+        ({}, "0123456789ab+changes", "this checkout is 0123456789ab+changes"),
+        ({"code_changes_digest": "ab12"}, "0123456789ab", "(with other uncommitted changes)"),
+        ({"in_progress": "incremental_refresh"}, "0123456789ab", "stage was interrupted"),
+        ({"in_progress": "full_refresh"}, "0123456789ab", "stage was interrupted"),
+        ({"stages": {"generate": {}}}, "0123456789ab", "nothing to resume"),
+        ({"complete": True}, "0123456789ab", "nothing to resume"),
+        (
+            {"parameters": {"customers": 3000, "days": 540, "seed": 6, "activity_scale": 0.065}},
+            "0123456789ab",
+            "nothing to resume",
+        ),
+    ],
+)
+def test_resume_refuses_what_it_cannot_continue_honestly(tmp_path, changes, code, message):
+    from profile_enrichment.bench.harness import _results_name, find_resumable, machine_info
+    from profile_enrichment.errors import UserError
+
+    path = _incomplete(tmp_path, **changes)
+    wanted = {
+        "customers": 3000,
+        "days": 540,
+        "seed": 5,
+        "activity_scale": 0.065,
+        "duckdb_memory_limit": "2GB",
+    }
+    name = _results_name(3000, 540, machine_info())
+    if message is None:
+        results, found = find_resumable(tmp_path, name, wanted, code)
+        assert found == path and results["code_version"] == code
+        return
+    with pytest.raises(UserError, match=re.escape(message)):
+        find_resumable(tmp_path, name, wanted, code)
+
+
+def test_resume_refuses_another_memory_limit(tmp_path):
+    from profile_enrichment.bench.harness import _results_name, find_resumable, machine_info
+    from profile_enrichment.errors import UserError
+
+    _incomplete(tmp_path)
+    wanted = {"customers": 3000, "days": 540, "seed": 5, "activity_scale": 0.065}
+    name = _results_name(3000, 540, machine_info())
+    with pytest.raises(UserError, match="memory_limit 2GB, not 8GB"):
+        find_resumable(tmp_path, name, wanted | {"duckdb_memory_limit": "8GB"}, "0123456789ab")

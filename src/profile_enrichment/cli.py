@@ -549,6 +549,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         project_dir=project_dir,
         memory_limit=memory_limit,
         engines=tuple(e.strip() for e in (args.engines or "").split(",") if e.strip()),
+        stop_after=args.stop_after,
+        resume=args.resume,
     )
     print()
     print(path.with_suffix(".md").read_text())
@@ -826,6 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  profile-enrichment bench                      # ~1M customers, ~20M events\n"
             "  profile-enrichment bench --customers 20000    # quick run\n"
+            "  profile-enrichment bench --customers 5000000 --stop-after baselines\n"
+            "  profile-enrichment bench --customers 5000000 --resume   # later: the rest\n"
             "data is cached in DATA_DIR by parameters; results go to RESULTS_DIR as\n"
             "<date>-<machine>[-c<customers>][-d<days>].json and .md"
         ),
@@ -852,6 +856,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated engines to measure beside DuckDB on the same files: postgres"
         " (the SQL layer; the postgres extra and Debian's postgresql, a server is started for"
         " the run), spark (the whole pipeline in a local session; the spark extra and Java)",
+    )
+    ben.add_argument(
+        "--stop-after",
+        choices=["full_refresh", "baselines", "incremental_refresh"],
+        help="end the run cleanly after this stage (results marked incomplete); go on later"
+        " with --resume. For runs too long for one sitting, such as 100M events",
+    )
+    ben.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the newest incomplete run of the same size (same commit, same"
+        " --memory-limit), skipping the stages it measured",
     )
     ben.set_defaults(func=cmd_bench)
     return parser
