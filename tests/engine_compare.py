@@ -97,6 +97,19 @@ def read_dbapi(con, relation: str) -> Table:
         return Table([d[0] for d in cursor.description], cursor.fetchall())
 
 
+@dataclass(frozen=True)
+class JsonDoc:
+    """A parsed JSON document (from text, a jsonb dict, or a list of them), marked so that
+    it is never mistaken for a SQL list, whatever it holds."""
+
+    doc: Any
+
+
+def _json_default(value: Any) -> Any:
+    """json.dumps fallback for sort keys: a document as itself, anything else as text."""
+    return value.doc if isinstance(value, JsonDoc) else str(value)
+
+
 def _normalize(value: Any) -> Any:
     """One canonical Python value per logical value, whatever the driver returned."""
     if value is None:
@@ -104,7 +117,7 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, bool | int | str):
         if isinstance(value, str) and value[:1] in "{[" and value[-1:] in "}]":
             try:
-                return ("json", json.loads(value))
+                return JsonDoc(json.loads(value))
             except ValueError:
                 return value
         return value
@@ -113,7 +126,7 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, dict):
-        return ("json", value)
+        return JsonDoc(value)
     if isinstance(value, list | tuple):
         return tuple(_normalize(v) for v in value)
     if isinstance(value, dt.datetime):
@@ -139,7 +152,7 @@ def _sort_key(row: tuple) -> tuple:
         elif value is None:
             key.append((0, ""))
         else:
-            key.append((1, json.dumps(value, sort_keys=True, default=str)))
+            key.append((1, json.dumps(value, sort_keys=True, default=_json_default)))
     return tuple(key)
 
 
@@ -148,24 +161,24 @@ def _equal(left: Any, right: Any, rel: float) -> bool:
         if left is None or right is None:
             return left is right
         return math.isclose(float(left), float(right), rel_tol=rel, abs_tol=rel)
+    if isinstance(left, JsonDoc) or isinstance(right, JsonDoc):
+        # a JSON array arrives as text from DuckDB, as a list of documents from psycopg
+        if not isinstance(left, JsonDoc | tuple) or not isinstance(right, JsonDoc | tuple):
+            return False
+        return _json_equal(_plain(left), _plain(right), rel)
     if isinstance(left, tuple) and isinstance(right, tuple):
-        if _is_json(left) or _is_json(right):
-            # a JSON array arrives as text from DuckDB, as a list of documents from psycopg
-            return _json_equal(_plain(left), _plain(right), rel)
         return len(left) == len(right) and all(
             _equal(a, b, rel) for a, b in zip(left, right, strict=True)
         )
     return left == right
 
 
-def _is_json(value: tuple) -> bool:
-    return len(value) == 2 and value[0] == "json"
-
-
 def _plain(value: Any) -> Any:
-    """A normalized value back as plain JSON: ("json", doc) -> doc, tuples -> lists."""
+    """A normalized value back as plain JSON: JsonDoc(doc) -> doc, tuples -> lists."""
+    if isinstance(value, JsonDoc):
+        return value.doc
     if isinstance(value, tuple):
-        return value[1] if _is_json(value) else [_plain(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 

@@ -20,7 +20,22 @@ from engine_compare import _equal, _normalize
         ([1, 2], [1, 2], True),
         ([1, 2], [1, 3], False),
         (["a", None], ["a", None], True),
+        # a SQL list that happens to start with "json" is still a list, not a document
+        (["json", "x"], ["json", "x"], True),
+        (["json", "x"], ["json", "y"], False),
+        (["json", '{"a": 1}'], ["json", {"a": 2}], False),
+        (["json", '{"a": 1}'], ["json", {"a": 1}], True),
+        # a document never equals a plain string or number
+        ('{"a": 1}', "a", False),
     ],
 )
 def test_values_compare_as_their_logical_value(duckdb_value, other_value, equal) -> None:
     assert _equal(_normalize(duckdb_value), _normalize(other_value), 1e-9) is equal
+
+
+def test_sort_keys_do_not_depend_on_how_a_document_arrived() -> None:
+    from engine_compare import _sort_key
+
+    as_text = (_normalize('{"b": 1, "a": [2]}'),)
+    as_dict = (_normalize({"a": [2], "b": 1}),)
+    assert _sort_key(as_text) == _sort_key(as_dict)

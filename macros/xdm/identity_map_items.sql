@@ -102,7 +102,7 @@
                 records.{{ column }},
                 {%- endfor %}
                 unnest(map_entries(json_transform(
-                    {{ ('records.' ~ json_column) if map_path == '' else profile_enrichment.duckdb__xdm_json('records.' ~ json_column, map_path) }},
+                    {{ profile_enrichment.duckdb__xdm_json('records.' ~ json_column, map_path) }},
                     '"MAP(VARCHAR, STRUCT(id VARCHAR, authenticatedState VARCHAR, \"primary\" VARCHAR)[])"'
                 ))) as entry
             from {{ relation }} as records

@@ -40,7 +40,12 @@
 {%- endmacro %}
 
 {% macro duckdb__xdm_json(json_column, path) -%}
+    {#- '' is the document itself: json_extract(x, '$') would parse and re-render it -#}
+    {%- if (path | string | trim) == '' -%}
+    {{ json_column }}
+    {%- else -%}
     json_extract({{ json_column }}, '{{ profile_enrichment.xdm_json_path(path) }}')
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro postgres__xdm_json(json_column, path) -%}
