@@ -62,6 +62,7 @@ SELECTION = [
     "+customer_feature_snapshots",
     "+customer_labels",
     "+customer_category_affinity",
+    "+int_purchase_journeys",
 ]
 # The nightly runs build models only (data tests cost seconds each night); the final full
 # refresh runs the data tests too, skipping those whose parents are not all selected
@@ -91,6 +92,7 @@ KEYS = {
     "customer_feature_snapshots": ["customer_id", "as_of_date"],
     "customer_labels": ["customer_id", "as_of_date"],
     "customer_category_affinity": ["customer_id", "category_id"],
+    "int_purchase_journeys": ["event_id"],
 }
 COMPARED = [
     "int_identity_daily_activity",
@@ -99,6 +101,7 @@ COMPARED = [
     "customer_feature_snapshots",
     "customer_labels",
     "customer_category_affinity",
+    "int_purchase_journeys",
 ]
 
 # Runs a plan of dbt invocations in one process (see the module docstring).

@@ -31,3 +31,21 @@
 {% macro spark__replace_days_partition_by(day_column) -%}
     {{ return([day_column]) }}
 {%- endmacro %}
+
+
+{#-
+    Models that recompute whole entities (every row of an identity whose events changed) and
+    replace them by key: 'incremental' with delete+insert where dbt can delete (DuckDB,
+    PostgreSQL); on Spark, whose Parquet tables cannot delete, a table rebuilt each run.
+-#}
+{% macro keyed_incremental_materialization() -%}
+    {{ return(adapter.dispatch('keyed_incremental_materialization', 'profile_enrichment')()) }}
+{%- endmacro %}
+
+{% macro default__keyed_incremental_materialization() -%}
+    {{ return('incremental') }}
+{%- endmacro %}
+
+{% macro spark__keyed_incremental_materialization() -%}
+    {{ return('table') }}
+{%- endmacro %}

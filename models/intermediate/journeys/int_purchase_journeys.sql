@@ -1,3 +1,12 @@
+{{
+    config(
+        materialized=profile_enrichment.keyed_incremental_materialization(),
+        unique_key='event_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        full_refresh=profile_enrichment.staging_full_refresh(),
+    )
+}}
 {#-
     One row per accepted purchase, with the path around it and the touches credited for it,
     computed with emulated Query Service ADFs (macros/adf/) over each identity's whole event
@@ -11,15 +20,38 @@
 
     Touches: an email click is an 'email' touch and a page view a 'web' touch; every other event
     is not a touch. Identities are not stitched here (identity_key is the event's own identity).
+
+    Incremental (DuckDB, PostgreSQL): a purchase's row depends on its identity's whole stream,
+    before and after it (the next purchase, the next e-mail click), so a nightly run recomputes
+    every identity with an accepted event on or after the newest purchase date already in the
+    table minus var late_arrival_lookback_days, over that identity's whole history, and replaces
+    those identities' rows by event_id. Later-arriving events older than that are the same late
+    data the daily rollups do not re-read either; a full refresh picks them up. When staging is
+    rebuilt because a raw file changed (var rebuild_staging), the journeys are rebuilt too: a
+    changed history can remove purchases, and delete+insert would keep their rows.
 -#}
 {%- set attribution_timeout_seconds = 7 * 86400 -%}
 {%- set partition_by = ['identity_key'] -%}
 {%- set order_by = ['event_at', 'event_id'] -%}
+{%- set lookback_days = profile_enrichment.validated_int_var('late_arrival_lookback_days', 0, 3650) -%}
 
 with
 
 events as (
     select * from {{ ref('int_events_accepted') }}
+    {%- if is_incremental() %}
+    where identity_key in (
+        select changed.identity_key
+        from {{ ref('int_events_accepted') }} as changed
+        where changed.event_date >= coalesce(
+            (
+                select {{ dbt.dateadd('day', -lookback_days, 'max(cast(journeys.event_at as date))') }}
+                from {{ this }} as journeys
+            ),
+            cast('1900-01-01' as date)
+        )
+    )
+    {%- endif %}
 ),
 
 journey_events as (
