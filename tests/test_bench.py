@@ -63,6 +63,9 @@ def test_every_stage_is_measured(bench_run):
         dbt = stage["dbt"]  # dbt's own timings were read; the feature layer is part of them
         assert 0 < dbt["feature_layer_seconds"] <= dbt["models_seconds"], name
         assert dbt["slowest_models"], name
+        # every model's time is kept (the Markdown shows the slowest; growth needs them all)
+        assert len(dbt["model_seconds"]) == dbt["models"] > len(dbt["slowest_models"]), name
+        assert dbt["slowest_models"].items() <= dbt["model_seconds"].items(), name
 
 
 @pytest.mark.dbt

@@ -298,6 +298,7 @@ def _dbt_timings(target: Path) -> dict[str, Any]:
         "feature_layer_seconds": round(feature_layer, 3),
         "models": len(models),
         "slowest_models": slowest,
+        "model_seconds": dict(sorted(models.items())),  # every model: growth across sizes
     }
 
 
