@@ -330,3 +330,30 @@ def test_resume_refuses_another_memory_limit(tmp_path):
     name = _results_name(3000, 540, machine_info())
     with pytest.raises(UserError, match="memory_limit 2GB, not 8GB"):
         find_resumable(tmp_path, name, wanted | {"duckdb_memory_limit": "8GB"}, "0123456789ab")
+
+
+@pytest.mark.dbt
+def test_a_failed_stage_is_kept_in_the_results_with_its_cost_and_error(tmp_path):
+    """A stage that fails (here: DuckDB given 1 MB) still leaves its time, its peak RSS and
+    dbt's error in the results, which refuse a --resume; the CLI says so in one line."""
+    args = ("--customers", "300", "--days", "60", "--seed", "5", "--memory-limit", "1MB")
+    dirs = ("--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"))
+    result = run_cli("bench", *args, *dirs, timeout=900)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bench stage full_refresh: ")
+    assert "the pipeline run failed after" in lines[0]
+    (path,) = sorted((tmp_path / "results").glob("*.json"))
+    results = json.loads(path.read_text())
+    assert results["failed_stage"] == "full_refresh" and results["complete"] is False
+    stage = results["stages"]["full_refresh"]
+    assert stage["failed"] is True and stage["returncode"] != 0
+    assert stage["seconds"] > 0 and stage["peak_rss_bytes"] > 0
+    assert any("memory" in line.lower() for line in stage["error"]), stage["error"]
+    # a failed stage is not a measured full refresh: no target is judged on it
+    assert results["ratios"]["full_refresh_seconds"] is None
+    md = path.with_suffix(".md").read_text()
+    assert "| **failed** after" in md and "**Failed run**" in md
+    again = run_cli("bench", *args, *dirs, "--resume", timeout=300)
+    assert again.returncode == 2
+    assert "its full_refresh stage failed" in again.stderr

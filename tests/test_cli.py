@@ -360,3 +360,36 @@ def test_a_second_run_on_a_held_warehouse_fails_fast_with_a_clear_message(tmp_pa
     assert "another run holds the warehouse" in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "detail"),
+    [
+        # DuckDB's out-of-memory message ends with advice and a link
+        (
+            "Runtime Error in model stg_x (models/stg_x.sql)\n  Out of Memory Error: failed to"
+            " allocate data of size 16.0 KiB (1.0 MiB/1.0 MiB used)\n\n  Possible solutions:\n"
+            "  * Reducing the number of threads (SET threads=X)\n\n  See also"
+            " https://duckdb.org/docs/current/guides/performance/how_to_tune_workloads",
+            "Out of Memory Error: failed to allocate data of size 16.0 KiB (1.0 MiB/1.0 MiB used)",
+        ),
+        (
+            "Runtime Error in model int_y (models/int_y.sql)\n  IO Error: Could not write file"
+            ' "w.tmp/duckdb_temp.tmp": No space left on device',
+            'IO Error: Could not write file "w.tmp/duckdb_temp.tmp": No space left on device',
+        ),
+        # a Python model's traceback: its last line
+        (
+            'Traceback (most recent call last):\n  File "m.py", line 3, in model\n'
+            "ValueError: no rows to train on",
+            "ValueError: no rows to train on",
+        ),
+        ("Got 3 results, configured to fail if != 0", "Got 3 results, configured to fail if != 0"),
+        ("", ""),
+    ],
+)
+def test_a_failed_node_is_summarized_by_its_error_line(message, detail):
+    from profile_enrichment.project import failure_detail
+
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    assert failure_detail(lines) == detail

@@ -279,7 +279,19 @@ def _failures(project_dir: Path) -> list[str]:
     for result in data.get("results", []):
         if result.get("status") in ("error", "fail", "runtime error"):
             lines = [ln.strip() for ln in (result.get("message") or "").splitlines() if ln.strip()]
-            # A Python model's message is a traceback: its last line says what went wrong.
-            detail = lines[-1] if lines else ""
-            failed.append(f"{result.get('unique_id')}: {detail}".strip())
+            failed.append(f"{result.get('unique_id')}: {failure_detail(lines)}".strip())
     return failed
+
+
+_ERROR_LINE = re.compile(r"(Error|Exception):")
+
+
+def failure_detail(lines: list[str]) -> str:
+    """The line of a failed node's message that says what went wrong: the last one naming an
+    error ("ValueError: ...", DuckDB's "Out of Memory Error: ...", "IO Error: ..."), since a
+    Python model's message is a traceback and DuckDB's end with advice and a link; else the
+    last line."""
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return line
+    return lines[-1] if lines else ""

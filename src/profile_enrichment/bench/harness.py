@@ -327,9 +327,20 @@ def _pipeline_stage(name: str, work: Path, events: int, project_dir: Path, env) 
     target = Path(env["DBT_TARGET_PATH"])
     (target / "run_results.json").unlink(missing_ok=True)
     run = measure(command, cwd=project_dir, env=env, log=work / f"{name}.log")
-    if run.returncode != 0:
-        raise UserError(f"bench stage {name}: the pipeline run failed; see {run.log}")
     text = run.log.read_text(errors="replace")
+    if run.returncode != 0:
+        # what it cost until it failed, and why: dbt writes run_results.json on failure too
+        raise StageFailed(
+            name,
+            run.as_dict()
+            | {
+                "events": events,
+                "failed": True,
+                "error": _failure_lines(text),
+                "dbt": _dbt_timings(target),
+            },
+            run.log,
+        )
     return run.as_dict() | {
         "events": events,
         "events_per_second": round(events / run.seconds, 1),
@@ -338,6 +349,28 @@ def _pipeline_stage(name: str, work: Path, events: int, project_dir: Path, env) 
         "records": _exported_records(run.log),
         "dbt": _dbt_timings(target),
     }
+
+
+class StageFailed(UserError):
+    """A pipeline stage failed; ``measured`` is what it cost until then (kept in the results)."""
+
+    def __init__(self, stage: str, measured: dict[str, Any], log: Path) -> None:
+        reason = measured["error"][0] if measured["error"] else "see the log"
+        super().__init__(
+            f"bench stage {stage}: the pipeline run failed after {measured['seconds']:.0f} s: "
+            f"{reason[:300]}; see {log}"
+        )
+        self.stage = stage
+        self.measured = measured
+
+
+def _failure_lines(log_text: str) -> list[str]:
+    """The CLI's summary of a failed build ("  - model...: error"), else its last lines."""
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("dbt build failed"):
+            return [x.strip() for x in lines[i + 1 : i + 6] if x.strip().startswith("- ")]
+    return [x for x in lines[-3:] if x.strip()]
 
 
 def _export_stage(work: Path, project_dir: Path, env) -> dict[str, Any]:
@@ -622,6 +655,11 @@ def find_resumable(
                 f"{results['parameters'].get('duckdb_memory_limit')}, not "
                 f"{parameters['duckdb_memory_limit']}"
             )
+        if results.get("failed_stage"):
+            raise UserError(
+                f"cannot resume {path.name}: its {results['failed_stage']} stage failed",
+                hint="fix the cause (see the results' error) and start a new run",
+            )
         interrupted = results.get("in_progress")
         if interrupted in PIPELINE_STAGE_NAMES:
             raise UserError(
@@ -787,6 +825,16 @@ def run_bench(
         results["in_progress"] = stage
         json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
+    def pipeline(stage: str, events: int) -> dict[str, Any]:
+        """Run one pipeline stage; a failure is saved with what it cost, then re-raised."""
+        try:
+            return _pipeline_stage(stage, work, events, project_dir, env)
+        except StageFailed as failed:
+            stages[stage] = failed.measured
+            results["failed_stage"] = stage
+            save()
+            raise
+
     def finish(stage: str) -> bool:
         """Save; True when the run is to stop after this stage."""
         results["in_progress"] = None
@@ -800,9 +848,7 @@ def run_bench(
     if "full_refresh" not in stages:
         echo(f"full refresh: dbt build from empty + export ({data.base_events:,} events)")
         begin("full_refresh")
-        stages["full_refresh"] = _pipeline_stage(
-            "full_refresh", work, data.base_events, project_dir, env
-        )
+        stages["full_refresh"] = pipeline("full_refresh", data.base_events)
         _echo_stage(echo, stages["full_refresh"])
         echo("export + validation alone, into an empty folder")
         stages["export"] = _export_stage(work, project_dir, env)
@@ -839,16 +885,14 @@ def run_bench(
             next_link.symlink_to(data.next_day_file.resolve())
         echo(f"incremental refresh: one more day ({data.next_day_events:,} new events)")
         begin("incremental_refresh")
-        stages["incremental_refresh"] = _pipeline_stage(
-            "incremental_refresh", work, total, project_dir, env
-        )
+        stages["incremental_refresh"] = pipeline("incremental_refresh", total)
         stages["incremental_refresh"]["new_events"] = data.next_day_events
         _echo_stage(echo, stages["incremental_refresh"])
         if finish("incremental_refresh"):
             return results, json_path
     echo("no-change rerun")
     begin("no_change_rerun")
-    stages["no_change_rerun"] = _pipeline_stage("no_change_rerun", work, total, project_dir, env)
+    stages["no_change_rerun"] = pipeline("no_change_rerun", total)
     _echo_stage(echo, stages["no_change_rerun"])
     if engines:
         results["engines"] = _engine_stages(engines, work, total, project_dir, env, echo)
@@ -879,9 +923,15 @@ def _stage_notes(stage: dict[str, Any]) -> str:
 def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
     """The same-run comparisons the targets are stated in."""
     stages, base = results["stages"], results["baselines"]
-    full = stages["full_refresh"]
-    incremental = stages.get("incremental_refresh", {})
-    no_change = stages.get("no_change_rerun", {})
+
+    def done(name: str) -> dict[str, Any]:
+        """A stage that completed (a failed one has a time, but not the stage's time)."""
+        stage = stages.get(name, {})
+        return {} if stage.get("failed") else stage
+
+    full = done("full_refresh") | {"dbt": done("full_refresh").get("dbt", {})}
+    incremental = done("incremental_refresh")
+    no_change = done("no_change_rerun")
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 4) if a is not None and b else None
@@ -893,7 +943,7 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
     )
     diff = lifetimes.get("max_relative_param_difference")
     return {
-        "full_refresh_seconds": full["seconds"],
+        "full_refresh_seconds": full.get("seconds"),
         "peak_rss_gb": round(peak / 1e9, 3),
         "feature_layer_vs_raw_duckdb": ratio(
             full["dbt"].get("feature_layer_seconds"), base.get("raw_duckdb", {}).get("seconds")
@@ -901,8 +951,8 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "feature_layer_vs_pandas": ratio(
             full["dbt"].get("feature_layer_seconds"), base.get("pandas", {}).get("seconds")
         ),
-        "incremental_vs_full": ratio(incremental.get("seconds"), full["seconds"]),
-        "no_change_vs_full": ratio(no_change.get("seconds"), full["seconds"]),
+        "incremental_vs_full": ratio(incremental.get("seconds"), full.get("seconds")),
+        "no_change_vs_full": ratio(no_change.get("seconds"), full.get("seconds")),
         "clv_speedup_vs_lifetimes": ratio(lifetimes.get("seconds"), lifetimes.get("ours_seconds")),
         "clv_max_param_difference_pct": None if diff is None else round(100 * diff, 5),
         "export_seconds": stages.get("export", {}).get("seconds"),
@@ -976,6 +1026,13 @@ def markdown_report(results: dict[str, Any]) -> str:
             continue
         s = stages[key]
         rate = s.get("events_per_second")
+        if s.get("failed"):
+            error = "; ".join(s.get("error") or []) or "see the stage's log"
+            lines.append(
+                f"| {label} | **failed** after {s['seconds']:.1f} s "
+                f"| {_fmt_bytes(s['peak_rss_bytes'])} | | {error[:400]} |"
+            )
+            continue
         if key == "export":
             note, rate_text = f"{s['records']:,} records, {s['records_per_second']:,.0f}/s", ""
         else:
@@ -1033,7 +1090,14 @@ def markdown_report(results: dict[str, Any]) -> str:
             f"Measured in {len(sittings)} sittings (`--stop-after`, then `--resume`; same code, "
             f"each stage whole): {'; '.join(parts)}.",
         ]
-    if not results.get("complete", True):
+    if results.get("failed_stage"):
+        lines += [
+            "",
+            f"**Failed run**: the {results['failed_stage']} stage failed; the row above gives "
+            "its time until then and dbt's error. The models it finished are in the JSON "
+            "(`stages.<stage>.dbt.model_seconds`).",
+        ]
+    elif not results.get("complete", True):
         lines += ["", "**Incomplete run**: the stages above are those measured before it stopped."]
     return "\n".join(lines) + "\n"
 
