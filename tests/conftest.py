@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -97,6 +98,34 @@ def copy_project(target: Path) -> Path:
     for sql in (PROJECT_DIR / "tests").glob("*.sql"):
         shutil.copy2(sql, target / "tests" / sql.name)
     return target
+
+
+def split_off_last_day(
+    work: Path, *, customers: int, days: int, seed: int
+) -> tuple[Path, Path, date]:
+    """Generate data into work/generated; events before the last day go to
+    work/raw/events/a.parquet (profiles beside them), the last day's to work/b.parquet, to be
+    moved into raw/events/ as "the next night". Returns (raw folder, held-back file, last day)."""
+    generated = work / "generated"
+    made = run_cli(
+        "generate", "--customers", str(customers), "--days", str(days), "--seed", str(seed),
+        "--out", str(generated),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    raw = work / "raw"
+    (raw / "events").mkdir(parents=True)
+    shutil.copytree(generated / "profiles", raw / "profiles")
+    later = work / "b.parquet"
+    con = duckdb.connect()
+    try:
+        events = f"read_parquet('{generated}/events/*.parquet')"
+        (last_day,) = con.execute(f'select max(cast("timestamp" as date)) from {events}').fetchone()
+        split = f"cast(\"timestamp\" as date) < date '{last_day}'"
+        con.execute(f"copy (select * from {events} where {split}) to '{raw}/events/a.parquet'")
+        con.execute(f"copy (select * from {events} where not ({split})) to '{later}'")
+    finally:
+        con.close()
+    return raw, later, last_day
 
 
 def query(warehouse: Path, sql: str) -> list[tuple]:

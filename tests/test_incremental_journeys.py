@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import query, run_cli, run_dbt
+from conftest import query, run_dbt, split_off_last_day
 
 pytestmark = pytest.mark.dbt
 
@@ -59,22 +59,7 @@ def _tamper(warehouse: Path) -> int:
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("journeys")
-    generated = work / "generated"
-    made = run_cli(
-        "generate", "--customers", "300", "--days", "120", "--seed", "9", "--out", str(generated)
-    )
-    assert made.returncode == 0, made.stderr
-    raw = work / "raw"
-    (raw / "events").mkdir(parents=True)
-    shutil.copytree(generated / "profiles", raw / "profiles")
-    con = duckdb.connect()
-    events = f"read_parquet('{generated}/events/*.parquet')"
-    (last_day,) = con.execute(f'select max(cast("timestamp" as date)) from {events}').fetchone()
-    split = f"cast(\"timestamp\" as date) < date '{last_day}'"
-    con.execute(f"copy (select * from {events} where {split}) to '{raw}/events/a.parquet'")
-    later = work / "b.parquet"
-    con.execute(f"copy (select * from {events} where not ({split})) to '{later}'")
-    con.close()
+    raw, later, last_day = split_off_last_day(work, customers=300, days=120, seed=9)
     as_of = str(last_day)  # the first night sees everything before the last day
 
     _run(work, raw, as_of)

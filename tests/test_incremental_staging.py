@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import query, run_cli
+from conftest import query, run_cli, split_off_last_day
 
 pytestmark = [pytest.mark.dbt, pytest.mark.slow]
 
@@ -53,24 +53,9 @@ def _staged_per_file(warehouse: Path, model: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("incremental_staging")
-    generated = work / "generated"
-    made = run_cli(
-        "generate", "--customers", "120", "--days", "90", "--seed", "5", "--out", str(generated)
-    )
-    assert made.returncode == 0, made.stderr
-    raw = work / "raw"
-    (raw / "events").mkdir(parents=True)
-    shutil.copytree(generated / "profiles", raw / "profiles")
-    con = duckdb.connect()
-    events = f"read_parquet('{generated}/events/*.parquet')"
-    (last_day,) = con.execute(f'select max(cast("timestamp" as date)) from {events}').fetchone()
+    raw, staging, _ = split_off_last_day(work, customers=120, days=90, seed=5)
     first, second = raw / "events" / "a.parquet", raw / "events" / "b.parquet"
-    split = f"cast(\"timestamp\" as date) < date '{last_day}'"
-    con.execute(f"copy (select * from {events} where {split}) to '{first}' (format parquet)")
-    staging = work / "b.parquet"
-    con.execute(
-        f"copy (select * from {events} where not ({split})) to '{staging}' (format parquet)"
-    )
+    con = duckdb.connect()
     warehouse = work / "warehouse.duckdb"
 
     first_run = _run(work, raw)
