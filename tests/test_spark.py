@@ -164,3 +164,50 @@ def test_pandas_results_reach_spark_through_arrow_even_without_rows(spark) -> No
     rows = notebook.createDataFrame(pd.DataFrame({"a": ["x", None], "n": [1.5, None]}))
     assert rows.count() == 2
     assert notebook.table is not None  # everything else is the session's
+
+
+def _dbt_spark_notebook_tail() -> str:
+    """The Python that dbt-spark appends to every compiled Python model, from the installed
+    dbt-spark: from its pandas/pandas-on-Spark imports to the conversion to a Spark frame."""
+    import dbt.include.spark
+
+    macro = Path(dbt.include.spark.__path__[0]) / "macros" / "materializations" / "table.sql"
+    text = macro.read_text()
+    start = text.index("# make sure pyspark exists in the namepace")
+    end = text.index('else:\n  msg = f"{type(df)} is not a supported type')
+    return text[start:end]
+
+
+def test_python_models_in_parallel_threads_never_half_import_pandas_on_spark() -> None:
+    """dbt runs two Python models at once. With pandas 3 `import pyspark.pandas` fails part-way,
+    and a second thread could see the half-imported module and fail with "module 'pyspark' has
+    no attribute 'pandas'" (a CI failure). After install() the tail of every model takes the
+    plain `spark.createDataFrame` path, in any number of threads."""
+    import threading
+
+    from profile_enrichment import spark_dbt
+
+    spark_dbt.install()
+    tail = compile(_dbt_spark_notebook_tail(), "<dbt-spark notebook tail>", "exec")
+
+    class Session:
+        def createDataFrame(self, frame):  # the Spark method the tail calls
+            return ("converted", len(frame))
+
+    outcomes: list[object] = []
+
+    def run_tail() -> None:
+        namespace = {"df": pd.DataFrame({"a": [1, 2]}), "spark": Session()}
+        try:
+            exec(tail, namespace)
+            outcomes.append(namespace["df"])
+        except Exception as error:  # the assertion below names it
+            outcomes.append(error)
+
+    for _ in range(10):
+        threads = [threading.Thread(target=run_tail) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert outcomes == [("converted", 2)] * 40

@@ -104,6 +104,22 @@ class LocalSessionPythonJobHelper:
         return {"seconds": round(time.monotonic() - started, 3)}
 
 
+def block_pandas_on_spark() -> None:
+    """Make ``import pyspark.pandas`` fail at once, the same way in every thread.
+
+    dbt-spark's notebook tail tries ``import pyspark.pandas`` in every Python model and falls
+    back to ``spark.createDataFrame`` on ImportError. With pandas 3 that import fails part-way
+    through, and dbt runs two Python models at a time in threads: one thread can find the
+    other's half-imported module in ``sys.modules``, its ``import`` succeeds, and the tail's
+    ``pyspark.pandas.frame`` raises "module 'pyspark' has no attribute 'pandas'" (CI failed
+    on it in ml_propensity_validation; 44 of 80 threads in a 4-thread reproduction). The
+    models hand pandas results to Spark through Arrow (``NotebookSpark``), never through
+    pandas-on-Spark, so a ``None`` in ``sys.modules`` turns the import into an immediate
+    ImportError. A pandas-on-Spark that some code in this process already imported is kept.
+    """
+    sys.modules.setdefault("pyspark.pandas", None)
+
+
 def install() -> None:
     """Register ``local_session`` with dbt-spark and make it the default for session profiles.
 
@@ -112,6 +128,7 @@ def install() -> None:
     """
     from dbt.adapters.spark.impl import SparkAdapter
 
+    block_pandas_on_spark()
     if getattr(SparkAdapter, "_pe_local_session", False):
         return
     original_helpers = SparkAdapter.python_submission_helpers
