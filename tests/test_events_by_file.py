@@ -1,0 +1,176 @@
+"""Validation and the accepted stream are built one raw file at a time on DuckDB, and nightly
+only for what changed (macros/ingestion/events_by_file.sql).
+
+Real `dbt build --select +int_events_accepted` runs on small JSON Lines files: a first load of
+two files, then a night that adds a file sorting BEFORE them and one after, with event_ids
+that repeat across files. Before the night, rows of the warehouse are overwritten with a
+marker: a marker survives only where the night did not rebuild. At the end one full build of
+the same four files into a fresh warehouse must hold the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from test_ingestion import Build, dbt_build
+
+pytestmark = pytest.mark.dbt
+
+SELECT = "+int_events_accepted"
+MARKER = "written before the night"
+
+
+def _line(
+    event_id: str, *, page: str = "home", timestamp: str | None = "2024-03-01T10:00:00Z"
+) -> str:
+    record: dict = {
+        "_id": event_id,
+        "eventType": "web.webpagedetails.pageViews",
+        "identityMap": {"ECID": [{"id": f"E-{event_id}", "primary": True}]},
+        "web": {"webPageDetails": {"name": page}},
+    }
+    if timestamp is not None:
+        record["timestamp"] = timestamp
+    return json.dumps(record)
+
+
+FIRST_LOAD = {
+    # e6's copy in b has no timestamp: quarantined, so c's copy is the first clean one
+    "b.jsonl": [_line("e1"), _line("e2"), "{not json", _line("e5"), _line("e6", timestamp=None)],
+    "c.jsonl": [_line("e2"), _line("e6"), _line("e7")],
+}
+THE_NIGHT = {
+    "a.jsonl": [_line("e2", page="from a"), _line("e8")],  # sorts first: its e2 is the first copy
+    "d.jsonl": [_line("e1"), _line("e9")],  # sorts last: its e1 is a duplicate
+}
+
+
+def _write(folder: Path, files: dict[str, list[str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, lines in files.items():
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _build(work: Path, raw: Path) -> Build:
+    build = dbt_build(work, raw, SELECT)
+    assert build.result.returncode == 0, build.result.stdout[-3000:] + build.result.stderr[-3000:]
+    return build
+
+
+def _rows(warehouse: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("events_by_file")
+    raw = work / "raw" / "events"
+    _write(raw, FIRST_LOAD)
+    nightly = _build(work / "nightly", raw.parent).warehouse
+    con = duckdb.connect(str(nightly))
+    try:
+        con.execute(f"update int_events_validated set raw_excerpt = '{MARKER}'")
+        con.execute(f"update int_events_accepted set page_name = '{MARKER}'")
+    finally:
+        con.close()
+    _write(raw, THE_NIGHT)
+    _build(work / "nightly", raw.parent)
+    full = _build(work / "full", raw.parent).warehouse
+    return {"nightly": nightly, "rebuilt": full}
+
+
+def _outcomes(warehouse: Path) -> dict[tuple[str, str], str]:
+    rows = _rows(
+        warehouse,
+        "select source_file, coalesce(event_id, '?'), reason_codes from int_events_validated",
+    )
+    return {(Path(file).name, event_id): reasons for file, event_id, reasons in rows}
+
+
+def test_duplicates_across_files_keep_the_first_copy_even_from_a_file_that_arrived_later(
+    nights: dict[str, Path],
+) -> None:
+    outcomes = _outcomes(nights["nightly"])
+    assert outcomes[("a.jsonl", "e2")] == ""  # arrived last night, sorts first
+    assert outcomes[("b.jsonl", "e2")] == "duplicate_event_id"  # was the accepted copy
+    assert outcomes[("c.jsonl", "e2")] == "duplicate_event_id"
+    assert outcomes[("b.jsonl", "e1")] == ""
+    assert outcomes[("d.jsonl", "e1")] == "duplicate_event_id"
+    assert outcomes[("b.jsonl", "e6")] == "missing_timestamp"
+    assert outcomes[("c.jsonl", "e6")] == ""  # the first copy that passes every other check
+    assert outcomes[("b.jsonl", "?")] == "invalid_json"
+    accepted = _rows(nights["nightly"], "select source_file, event_id from int_events_accepted")
+    assert sorted((Path(f).name, e) for f, e in accepted) == [
+        ("a.jsonl", "e2"), ("a.jsonl", "e8"), ("b.jsonl", "e1"), ("b.jsonl", "e5"),
+        ("c.jsonl", "e6"), ("c.jsonl", "e7"), ("d.jsonl", "e9"),
+    ]  # fmt: skip
+
+
+def test_a_night_rechecks_no_old_file_and_rebuilds_only_files_whose_accepted_events_changed(
+    nights: dict[str, Path],
+) -> None:
+    excerpts = _rows(
+        nights["nightly"],
+        "select source_file, count(*) filter (where raw_excerpt = "
+        f"'{MARKER}') from int_events_validated group by 1",
+    )
+    kept = {Path(file).name: n for file, n in excerpts}
+    assert kept == {"a.jsonl": 0, "b.jsonl": 5, "c.jsonl": 3, "d.jsonl": 0}
+    pages = _rows(
+        nights["nightly"],
+        f"select source_file, count(*) filter (where page_name = '{MARKER}') "
+        "from int_events_accepted group by 1",
+    )
+    # b lost its e2 to a: rebuilt; c kept the same accepted events: untouched
+    assert {Path(file).name: n for file, n in pages} == {
+        "a.jsonl": 0, "b.jsonl": 0, "c.jsonl": 2, "d.jsonl": 0,
+    }  # fmt: skip
+
+
+def test_the_nights_end_where_one_full_build_ends(nights: dict[str, Path]) -> None:
+    con = duckdb.connect()
+    try:
+        for name, path in nights.items():
+            con.execute(f"attach '{path}' as {name} (read_only)")
+        for model, tampered in [
+            ("int_events_validated", "raw_excerpt"),
+            ("int_events_accepted", "page_name"),
+        ]:
+            columns = [
+                c
+                for (c,) in con.execute(
+                    "select column_name from information_schema.columns "
+                    f"where table_catalog = 'rebuilt' and table_name = '{model}' order by ordinal_position"
+                ).fetchall()
+                if c != tampered
+            ]
+            listed = ", ".join(f'"{c}"' for c in columns)
+            (full_rows,) = con.execute(f"select count(*) from rebuilt.{model}").fetchone()
+            differences = con.execute(
+                f"(select {listed} from nightly.{model} except all select {listed} from rebuilt.{model}) "
+                f"union all (select {listed} from rebuilt.{model} except all select {listed} from nightly.{model})"
+            ).fetchall()
+            assert full_rows > 0 and differences == [], (model, differences)
+    finally:
+        con.close()
+
+
+def test_a_full_build_validates_file_by_file_too(nights: dict[str, Path]) -> None:
+    """On a full build the model's own query selects no file (every staging read is `where
+    false`), so every row of the fresh warehouse was written by the per-file post-hooks."""
+    compiled = nights["rebuilt"].parent / "target" / "compiled" / "profile_enrichment" / "models"
+    for model in ("int_events_validated", "int_events_accepted"):
+        sql = (compiled / "intermediate" / "ingestion" / f"{model}.sql").read_text()
+        assert sql.count("where false") == 3 and "source_file =" not in sql, model
+        (rows,) = _rows(nights["rebuilt"], f"select count(*) from {model}")
+        assert rows[0] > 0, model
+    outcomes = _outcomes(nights["rebuilt"])
+    assert {file for file, _ in outcomes} == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"}
