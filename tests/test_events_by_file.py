@@ -42,7 +42,10 @@ FIRST_LOAD = {
     # e6's copy in b has no timestamp: quarantined, so c's copy is the first clean one
     "b.jsonl": [_line("e1"), _line("e2"), "{not json", _line("e5"), _line("e6", timestamp=None)],
     "c.jsonl": [_line("e2"), _line("e6"), _line("e7")],
+    # e10 is after the first load's pinned clock; the night's clock is now (not pinned)
+    "e.jsonl": [_line("e10", timestamp="2024-03-04T00:00:00Z"), _line("e11")],
 }
+FIRST_CLOCK = "2024-03-03"
 THE_NIGHT = {
     "a.jsonl": [_line("e2", page="from a"), _line("e8")],  # sorts first: its e2 is the first copy
     "d.jsonl": [_line("e1"), _line("e9")],  # sorts last: its e1 is a duplicate
@@ -55,8 +58,8 @@ def _write(folder: Path, files: dict[str, list[str]]) -> None:
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _build(work: Path, raw: Path) -> Build:
-    build = dbt_build(work, raw, SELECT)
+def _build(work: Path, raw: Path, clock: str = "") -> Build:
+    build = dbt_build(work, raw, SELECT, ingestion_clock=clock)
     assert build.result.returncode == 0, build.result.stdout[-3000:] + build.result.stderr[-3000:]
     return build
 
@@ -70,11 +73,12 @@ def _rows(warehouse: Path, sql: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("events_by_file")
     raw = work / "raw" / "events"
     _write(raw, FIRST_LOAD)
-    nightly = _build(work / "nightly", raw.parent).warehouse
+    nightly = _build(work / "nightly", raw.parent, FIRST_CLOCK).warehouse
+    first_outcomes = _outcomes(nightly)
     con = duckdb.connect(str(nightly))
     try:
         con.execute(f"update int_events_validated set raw_excerpt = '{MARKER}'")
@@ -84,7 +88,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _write(raw, THE_NIGHT)
     _build(work / "nightly", raw.parent)
     full = _build(work / "full", raw.parent).warehouse
-    return {"nightly": nightly, "rebuilt": full}
+    return {"nightly": nightly, "rebuilt": full, "first": first_outcomes}
 
 
 def _outcomes(warehouse: Path) -> dict[tuple[str, str], str]:
@@ -96,7 +100,7 @@ def _outcomes(warehouse: Path) -> dict[tuple[str, str], str]:
 
 
 def test_duplicates_across_files_keep_the_first_copy_even_from_a_file_that_arrived_later(
-    nights: dict[str, Path],
+    nights: dict,
 ) -> None:
     outcomes = _outcomes(nights["nightly"])
     assert outcomes[("a.jsonl", "e2")] == ""  # arrived last night, sorts first
@@ -111,11 +115,12 @@ def test_duplicates_across_files_keep_the_first_copy_even_from_a_file_that_arriv
     assert sorted((Path(f).name, e) for f, e in accepted) == [
         ("a.jsonl", "e2"), ("a.jsonl", "e8"), ("b.jsonl", "e1"), ("b.jsonl", "e5"),
         ("c.jsonl", "e6"), ("c.jsonl", "e7"), ("d.jsonl", "e9"),
+        ("e.jsonl", "e10"), ("e.jsonl", "e11"),
     ]  # fmt: skip
 
 
 def test_a_night_rechecks_no_old_file_and_rebuilds_only_files_whose_accepted_events_changed(
-    nights: dict[str, Path],
+    nights: dict,
 ) -> None:
     excerpts = _rows(
         nights["nightly"],
@@ -123,22 +128,29 @@ def test_a_night_rechecks_no_old_file_and_rebuilds_only_files_whose_accepted_eve
         f"'{MARKER}') from int_events_validated group by 1",
     )
     kept = {Path(file).name: n for file, n in excerpts}
-    assert kept == {"a.jsonl": 0, "b.jsonl": 5, "c.jsonl": 3, "d.jsonl": 0}
+    # e.jsonl held a record quarantined against the clock, which is not pinned now: re-checked
+    assert kept == {"a.jsonl": 0, "b.jsonl": 5, "c.jsonl": 3, "d.jsonl": 0, "e.jsonl": 0}
     pages = _rows(
         nights["nightly"],
         f"select source_file, count(*) filter (where page_name = '{MARKER}') "
         "from int_events_accepted group by 1",
     )
-    # b lost its e2 to a: rebuilt; c kept the same accepted events: untouched
+    # b lost its e2 to a, e gained e10: rebuilt; c kept the same accepted events: untouched
     assert {Path(file).name: n for file, n in pages} == {
-        "a.jsonl": 0, "b.jsonl": 0, "c.jsonl": 2, "d.jsonl": 0,
+        "a.jsonl": 0, "b.jsonl": 0, "c.jsonl": 2, "d.jsonl": 0, "e.jsonl": 0,
     }  # fmt: skip
 
 
-def test_the_nights_end_where_one_full_build_ends(nights: dict[str, Path]) -> None:
+def test_records_in_the_future_are_checked_again_while_the_clock_moves(nights: dict) -> None:
+    assert nights["first"][("e.jsonl", "e10")] == "future_timestamp"  # clock pinned before it
+    assert _outcomes(nights["nightly"])[("e.jsonl", "e10")] == ""  # the clock is now
+
+
+def test_the_nights_end_where_one_full_build_ends(nights: dict) -> None:
     con = duckdb.connect()
     try:
-        for name, path in nights.items():
+        for name in ("nightly", "rebuilt"):
+            path = nights[name]
             con.execute(f"attach '{path}' as {name} (read_only)")
         for model, tampered in [
             ("int_events_validated", "raw_excerpt"),
@@ -163,7 +175,7 @@ def test_the_nights_end_where_one_full_build_ends(nights: dict[str, Path]) -> No
         con.close()
 
 
-def test_a_full_build_validates_file_by_file_too(nights: dict[str, Path]) -> None:
+def test_a_full_build_validates_file_by_file_too(nights: dict) -> None:
     """On a full build the model's own query selects no file (every staging read is `where
     false`), so every row of the fresh warehouse was written by the per-file post-hooks."""
     compiled = nights["rebuilt"].parent / "target" / "compiled" / "profile_enrichment" / "models"
@@ -173,4 +185,4 @@ def test_a_full_build_validates_file_by_file_too(nights: dict[str, Path]) -> Non
         (rows,) = _rows(nights["rebuilt"], f"select count(*) from {model}")
         assert rows[0] > 0, model
     outcomes = _outcomes(nights["rebuilt"])
-    assert {file for file, _ in outcomes} == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"}
+    assert {file for file, _ in outcomes} == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "e.jsonl"}

@@ -86,6 +86,8 @@ SCORED = [
     "profile_insights",
 ]
 KEYS = {
+    "int_events_validated": ["record_id"],
+    "int_events_accepted": ["event_id"],
     "int_identity_daily_activity": ["identity_key", "activity_date"],
     "int_identity_category_daily": ["identity_key", "category_id", "activity_date"],
     "customer_features": ["customer_id"],
@@ -95,6 +97,8 @@ KEYS = {
     "int_purchase_journeys": ["event_id"],
 }
 COMPARED = [
+    "int_events_validated",
+    "int_events_accepted",
     "int_identity_daily_activity",
     "int_identity_category_daily",
     "customer_features",

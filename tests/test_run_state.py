@@ -115,11 +115,13 @@ def test_staging_appends_when_only_new_files_arrived(setup, monkeypatch):
         ("rewritten_raw_file", "raw file events/part-0.parquet changed"),
         ("model_code", "the project's code changed since the last build"),
         ("raw_dir", "var raw_dir changed since the last build"),
+        ("currency_code", "var currency_code changed since the last build"),
+        ("clock_env", "var ingestion_clock changed since the last build"),
         ("warehouse", "the warehouse changed after the last recorded build"),
         ("state_lost", "no record of a last successful build"),
     ],
 )
-def test_staging_is_rebuilt_when_a_staged_input_changed(setup, change, reason):
+def test_staging_is_rebuilt_when_a_staged_input_changed(setup, change, reason, monkeypatch):
     project, raw, warehouse, current, record = setup
     record()
     path = raw / "events" / "part-0.parquet"
@@ -138,6 +140,14 @@ def test_staging_is_rebuilt_when_a_staged_input_changed(setup, change, reason):
     elif change == "raw_dir":
         args = (["build", "--target", "dev"], {"raw_dir": "elsewhere", "as_of_date": ""})
         fingerprint = run_state.fingerprint(project, raw, *args, raw.parent / "artifacts")
+    elif change == "currency_code":  # validated file by file with the old currency
+        args = (
+            ["build", "--target", "dev"],
+            {"raw_dir": str(raw), "as_of_date": "", "currency_code": "EUR"},
+        )
+        fingerprint = run_state.fingerprint(project, raw, *args, raw.parent / "artifacts")
+    elif change == "clock_env":
+        monkeypatch.setenv("PE_INGESTION_CLOCK", "2030-01-01")
     elif change == "warehouse":
         warehouse.write_bytes(b"changed by someone else")
     else:

@@ -48,10 +48,21 @@
 
 {#-
     Post-hook of int_events_validated on DuckDB: validate each file not validated yet (all on
-    a full build), then settle duplicates across files. Renders no SQL.
+    a full build), then settle duplicates across files. Renders no SQL. While the ingestion
+    clock is not pinned (var ingestion_clock empty: now), a file holding records quarantined
+    as future_timestamp is validated again, since with time passing they may have become valid.
 -#}
 {% macro build_validated_by_file() -%}
     {%- if execute and profile_enrichment.events_by_file() -%}
+        {%- if not profile_enrichment.validated_date_var('ingestion_clock') -%}
+            {%- set moving = run_query(
+                'select distinct source_file from ' ~ this
+                ~ " where reason_codes like '%future_timestamp%' order by 1") -%}
+            {%- for source_file in moving.columns[0].values() -%}
+                {%- do run_query(
+                    'delete from ' ~ this ~ ' where ' ~ profile_enrichment.source_file_condition(source_file)) -%}
+            {%- endfor -%}
+        {%- endif -%}
         {%- set pending = profile_enrichment.files_missing_from(this) -%}
         {%- for source_file in pending -%}
             {%- do run_query(

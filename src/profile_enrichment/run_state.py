@@ -29,8 +29,17 @@ from typing import Any
 STATE_SUFFIX = ".lastrun.json"
 _CODE_DIRS = ("models", "macros", "python_models", "seeds", "tests")
 _CODE_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
-# The vars the staging models read (the raw folder and its format): see staging_rebuild_reason.
-STAGING_VARS = ("raw_dir", "raw_format")
+# The settings the models built by raw file read: staging (the raw folder and its format) and
+# the validation (its checks; macros/ingestion/events_by_file.sql). A var, or its PE_* form
+# (ingestion_clock: PE_INGESTION_CLOCK). See staging_rebuild_reason.
+STAGING_VARS = (
+    "raw_dir",
+    "raw_format",
+    "min_event_date",
+    "ingestion_clock",
+    "currency_code",
+    "max_event_bytes",
+)
 
 
 def state_path(warehouse: Path) -> Path:
@@ -111,14 +120,21 @@ def _recorded_state(warehouse: Path) -> dict[str, Any] | str:
     return state
 
 
+def _setting(fingerprint_: dict[str, Any], var: str) -> tuple[Any, Any]:
+    """A setting as a build saw it: its dbt var and its PE_* environment variable."""
+    env_name = "PE_" + var.upper()
+    return (fingerprint_.get("vars") or {}).get(var), (fingerprint_.get("env") or {}).get(env_name)
+
+
 def staging_rebuild_reason(warehouse: Path, current: dict[str, Any]) -> str | None:
     """Why this build must re-stage every raw file, or None when appending the new ones is
     enough (DuckDB stages incrementally, by file name: macros/config/staging.sql).
 
     Appending is enough only when the last successful build was recorded, the warehouse is as
-    it left it, the project's code and the vars staging reads (STAGING_VARS) are the same, and
-    every raw event file it read is still there with the same size and modification time (new files
-    may have arrived). The as-of date and the other settings do not matter to staging.
+    it left it, the project's code and the settings staging and the validation read
+    (STAGING_VARS, as vars or PE_* variables) are the same, and every raw event file it read is
+    still there with the same size and modification time (new files may have arrived). The
+    as-of date and the other settings do not matter to them.
     """
     state = _recorded_state(warehouse)
     if not isinstance(state, dict):
@@ -127,7 +143,7 @@ def staging_rebuild_reason(warehouse: Path, current: dict[str, Any]) -> str | No
     if previous.get("code") != current.get("code"):
         return "the project's code changed since the last build"
     for var in STAGING_VARS:
-        if (previous.get("vars") or {}).get(var) != (current.get("vars") or {}).get(var):
+        if _setting(previous, var) != _setting(current, var):
             return f"var {var} changed since the last build"
     now = {name: rest for name, *rest in current.get("raw_files", [])}
     for name, *rest in previous.get("raw_files", []):
