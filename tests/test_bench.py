@@ -332,6 +332,24 @@ def test_resume_refuses_another_memory_limit(tmp_path):
         find_resumable(tmp_path, name, wanted | {"duckdb_memory_limit": "8GB"}, "0123456789ab")
 
 
+def test_a_stop_point_counts_as_measured_only_when_all_of_it_is():
+    """What --resume skips: the baselines only when all three were measured (one left over
+    from an interrupted sitting is measured then), the refreshes when they are in the stages."""
+    from profile_enrichment.bench.harness import measured_stop_points
+
+    assert measured_stop_points({}, {}) == []
+    full = {"generate": {}, "full_refresh": {}, "export": {}}
+    assert measured_stop_points(full, {"raw_duckdb": {}, "pandas": {}}) == ["full_refresh"]
+    three = {"raw_duckdb": {}, "pandas": {}, "lifetimes": {}}
+    assert measured_stop_points(full, three) == ["full_refresh", "baselines"]
+    night = full | {"incremental_refresh": {}}
+    assert measured_stop_points(night, three) == [
+        "full_refresh",
+        "baselines",
+        "incremental_refresh",
+    ]
+
+
 @pytest.mark.dbt
 def test_a_failed_stage_is_kept_in_the_results_with_its_cost_and_error(tmp_path):
     """A stage that fails (here: DuckDB given 1 MB) still leaves its time, its peak RSS and

@@ -606,6 +606,20 @@ def _engine_stages(
 
 #: Where a run may stop and be resumed later (``--stop-after``), in the order they run.
 STOP_POINTS = ("full_refresh", "baselines", "incremental_refresh")
+BASELINE_KEYS = ("raw_duckdb", "pandas", "lifetimes")
+
+
+def measured_stop_points(stages: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    """The stop points a run has measured, in order: what a resumed run skips. The one
+    definition of "done" for each, used when resuming and by the run itself."""
+    done = {
+        "full_refresh": "full_refresh" in stages,
+        "baselines": all(key in baselines for key in BASELINE_KEYS),
+        "incremental_refresh": "incremental_refresh" in stages,
+    }
+    return [point for point in STOP_POINTS if done[point]]
+
+
 #: Stages that change the warehouse: one interrupted half-way cannot be resumed, because the
 #: next stage would no longer start from the state it is meant to measure.
 PIPELINE_STAGE_NAMES = ("full_refresh", "incremental_refresh", "no_change_rerun")
@@ -733,15 +747,7 @@ def run_bench(
                 "is gone",
                 hint="start a new run without --resume",
             )
-        measured = [
-            stage
-            for stage, done in (
-                ("full_refresh", "full_refresh" in previous["stages"]),
-                ("baselines", len(previous["baselines"]) == 3),
-                ("incremental_refresh", "incremental_refresh" in previous["stages"]),
-            )
-            if done
-        ]
+        measured = measured_stop_points(previous["stages"], previous["baselines"])
         if stop_after in measured:
             raise UserError(
                 f"--stop-after {stop_after}: {json_path.name} has already measured that stage",
@@ -845,7 +851,7 @@ def run_bench(
             return True
         return False
 
-    if "full_refresh" not in stages:
+    if "full_refresh" not in measured_stop_points(stages, baselines):
         echo(f"full refresh: dbt build from empty + export ({data.base_events:,} events)")
         begin("full_refresh")
         stages["full_refresh"] = pipeline("full_refresh", data.base_events)
@@ -856,22 +862,24 @@ def run_bench(
         if finish("full_refresh"):
             return results, json_path
 
-    if len(baselines) < 3:  # read-only on the warehouse: a missing one is simply measured now
+    if "baselines" not in measured_stop_points(stages, baselines):
+        # read-only on the warehouse: a missing baseline is simply measured now
         dates = _as_of_dates(work / "warehouse.duckdb")
         results["parameters"]["as_of_dates"] = len(dates)
         as_of_args = [arg for d in dates for arg in ("--as-of", d)]
         raw_args = ["--raw", str(work / "raw"), *as_of_args]
         wh_args = ["--warehouse", str(work / "warehouse.duckdb")]
-        for key, name_, what, args in (
-            (
-                "raw_duckdb",
+        runs = {
+            "raw_duckdb": (
                 "raw-duckdb",
                 "raw DuckDB (RFM, category affinity, snapshots)",
                 raw_args,
             ),
-            ("pandas", "pandas", "pandas RFM", raw_args),
-            ("lifetimes", "lifetimes", "lifetimes BG/NBD + Gamma-Gamma", wh_args),
-        ):
+            "pandas": ("pandas", "pandas RFM", raw_args),
+            "lifetimes": ("lifetimes", "lifetimes BG/NBD + Gamma-Gamma", wh_args),
+        }
+        for key in BASELINE_KEYS:
+            name_, what, args = runs[key]
             if key not in baselines:
                 echo(f"baseline: {what}")
                 baselines[key] = _baseline(name_, args, work, project_dir, env)
@@ -879,7 +887,7 @@ def run_bench(
             return results, json_path
 
     total = data.base_events + data.next_day_events
-    if "incremental_refresh" not in stages:
+    if "incremental_refresh" not in measured_stop_points(stages, baselines):
         next_link = work / "raw" / "events" / data.next_day_file.name
         if not next_link.exists():
             next_link.symlink_to(data.next_day_file.resolve())
