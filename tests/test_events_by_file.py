@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from conftest import query
 from test_ingestion import Build, dbt_build
 
 pytestmark = pytest.mark.dbt
@@ -64,14 +65,6 @@ def _build(work: Path, raw: Path, clock: str = "") -> Build:
     return build
 
 
-def _rows(warehouse: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("events_by_file")
@@ -92,7 +85,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _outcomes(warehouse: Path) -> dict[tuple[str, str], str]:
-    rows = _rows(
+    rows = query(
         warehouse,
         "select source_file, coalesce(event_id, '?'), reason_codes from int_events_validated",
     )
@@ -111,7 +104,7 @@ def test_duplicates_across_files_keep_the_first_copy_even_from_a_file_that_arriv
     assert outcomes[("b.jsonl", "e6")] == "missing_timestamp"
     assert outcomes[("c.jsonl", "e6")] == ""  # the first copy that passes every other check
     assert outcomes[("b.jsonl", "?")] == "invalid_json"
-    accepted = _rows(nights["nightly"], "select source_file, event_id from int_events_accepted")
+    accepted = query(nights["nightly"], "select source_file, event_id from int_events_accepted")
     assert sorted((Path(f).name, e) for f, e in accepted) == [
         ("a.jsonl", "e2"), ("a.jsonl", "e8"), ("b.jsonl", "e1"), ("b.jsonl", "e5"),
         ("c.jsonl", "e6"), ("c.jsonl", "e7"), ("d.jsonl", "e9"),
@@ -122,7 +115,7 @@ def test_duplicates_across_files_keep_the_first_copy_even_from_a_file_that_arriv
 def test_a_night_rechecks_no_old_file_and_rebuilds_only_files_whose_accepted_events_changed(
     nights: dict,
 ) -> None:
-    excerpts = _rows(
+    excerpts = query(
         nights["nightly"],
         "select source_file, count(*) filter (where raw_excerpt = "
         f"'{MARKER}') from int_events_validated group by 1",
@@ -130,7 +123,7 @@ def test_a_night_rechecks_no_old_file_and_rebuilds_only_files_whose_accepted_eve
     kept = {Path(file).name: n for file, n in excerpts}
     # e.jsonl held a record quarantined against the clock, which is not pinned now: re-checked
     assert kept == {"a.jsonl": 0, "b.jsonl": 5, "c.jsonl": 3, "d.jsonl": 0, "e.jsonl": 0}
-    pages = _rows(
+    pages = query(
         nights["nightly"],
         f"select source_file, count(*) filter (where page_name = '{MARKER}') "
         "from int_events_accepted group by 1",
@@ -182,7 +175,7 @@ def test_a_full_build_validates_file_by_file_too(nights: dict) -> None:
     for model in ("int_events_validated", "int_events_accepted"):
         sql = (compiled / "intermediate" / "ingestion" / f"{model}.sql").read_text()
         assert sql.count("where false") == 3 and "source_file =" not in sql, model
-        (rows,) = _rows(nights["rebuilt"], f"select count(*) from {model}")
+        (rows,) = query(nights["rebuilt"], f"select count(*) from {model}")
         assert rows[0] > 0, model
     outcomes = _outcomes(nights["rebuilt"])
     assert {file for file, _ in outcomes} == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "e.jsonl"}

@@ -11,13 +11,11 @@
     ),
 
     events as (
-        select * from {{ ref('stg_aep__experience_events') }}
-        where {{ profile_enrichment.source_file_condition(source_file) }}
+        {{ profile_enrichment.file_rows('stg_aep__experience_events', source_file) }}
     ),
 
     identities as (
-        select * from {{ ref('stg_aep__event_identities') }}
-        where {{ profile_enrichment.source_file_condition(source_file) }}
+        {{ profile_enrichment.file_rows('stg_aep__event_identities', source_file) }}
     ),
 
     namespaces as (
@@ -29,8 +27,7 @@
     ),
 
     product_lines as (
-        select * from {{ ref('stg_aep__product_list_items') }}
-        where {{ profile_enrichment.source_file_condition(source_file) }}
+        {{ profile_enrichment.file_rows('stg_aep__product_list_items', source_file) }}
     ),
 
     line_totals as (

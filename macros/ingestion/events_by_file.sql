@@ -26,14 +26,21 @@
 
 
 {#- A condition on source_file: one file (a string), every file (none), or none (false). -#}
-{% macro source_file_condition(source_file, column='source_file') -%}
+{% macro source_file_condition(source_file) -%}
     {%- if source_file is none -%}
         true
     {%- elif source_file is sameas false -%}
         false
     {%- else -%}
-        {{ column }} = '{{ source_file | replace("'", "''") }}'
+        source_file = '{{ source_file | replace("'", "''") }}'
     {%- endif -%}
+{%- endmacro %}
+
+
+{#- The rows of model `model_name` that come from `source_file` (as source_file_condition). -#}
+{% macro file_rows(model_name, source_file) -%}
+    select * from {{ ref(model_name) }}
+    where {{ profile_enrichment.source_file_condition(source_file) }}
 {%- endmacro %}
 
 
