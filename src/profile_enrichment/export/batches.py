@@ -203,13 +203,11 @@ class _Batch:
         return self._cur_records > 0
 
     # --- writing
-    def add(self, record: dict[str, Any], data: bytes) -> None:
+    def add(self, record: dict[str, Any] | None, data: bytes) -> None:
         line = data + b"\n"
-        self.hash.update(b"R")
-        self.hash.update(line)
         if self.fmt == "jsonl":
             if self._fh is None:
-                self._fh = open(self.tmp / self._next_name(), "wb")  # noqa: SIM115
+                self._fh = open(self.tmp / self._next_name(), "wb", buffering=_CHUNK)  # noqa: SIM115
             self._fh.write(line)
         else:
             self._rows.append(_parquet_row(record, self.key))
@@ -227,8 +225,6 @@ class _Batch:
             ).encode("utf-8")
             + b"\n"
         )
-        self.hash.update(b"X")
-        self.hash.update(line)
         if self._rejects_fh is None:
             self._rejects_fh = open(self.tmp / REJECTS, "wb")  # noqa: SIM115
         self._rejects_fh.write(line)
@@ -291,6 +287,9 @@ class _Batch:
                 "bytes": rpath.stat().st_size,
                 "sha256": _sha256_file(rpath),
             }
+        # the records enter the id through the files' sha256 (computed once, for the
+        # manifest): their order, their bytes and where the files split
+        self.hash.update(serialize({"files": self.files, "rejects": manifest.get("rejects")}))
         batch_id = self.hash.hexdigest()[:32]
         manifest = {"batchId": batch_id, **manifest}
         mpath = self.tmp / MANIFEST
@@ -326,8 +325,30 @@ class _Batch:
         )
 
 
+#: One record after validation: (the record, or None when not needed; reasons; JSON bytes).
+#: No reasons means valid. The record is needed for a reject and for a Parquet row.
+Checked = tuple[dict[str, Any] | None, list[str], bytes | None]
+
+
 def write_batches(
     records: Iterable[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    tenant: str,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    **options: Any,
+) -> list[BatchInfo]:
+    """Validate ``records`` and write them as one or more batch folders under ``out_dir``
+    (see :func:`write_checked_batches` for the options)."""
+    validator = RecordValidator(validate_tenant_id(tenant), max_record_bytes)
+    checked = ((record, *validator.check(record)) for record in records)
+    return write_checked_batches(
+        checked, out_dir, tenant=tenant, max_record_bytes=max_record_bytes, **options
+    )
+
+
+def write_checked_batches(
+    checked: Iterable[Checked],
     out_dir: str | Path,
     *,
     tenant: str,
@@ -341,7 +362,11 @@ def write_batches(
     max_batch_bytes: int = MAX_BATCH_BYTES,
     max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> list[BatchInfo]:
-    """Validate ``records`` and write them as one or more batch folders under ``out_dir``.
+    """Write validated records (``checked``, in order) as batch folders under ``out_dir``.
+
+    ``checked`` must have been validated with ``max_record_bytes`` and the same tenant (see
+    :class:`.validate.RecordValidator`): :func:`write_batches` does that in this process,
+    :mod:`.parallel` in worker processes.
 
     Files are split at ``max_file_bytes`` (a single larger record gets a file of its own);
     a new batch starts when ``max_files_per_batch`` or ``max_batch_bytes`` would be exceeded.
@@ -379,14 +404,12 @@ def write_batches(
             "maxRecordBytes": max_record_bytes,
         },
     }
-    validator = RecordValidator(tenant, max_record_bytes)
     done: list[BatchInfo] = []
     batch: _Batch | None = None
     try:
-        for record in records:
+        for record, reasons, data in checked:
             if batch is None:
                 batch = _Batch(out, settings, len(done), fmt, key)
-            reasons, data = validator.check(record)
             if reasons:
                 batch.add_reject(record, reasons)
                 continue

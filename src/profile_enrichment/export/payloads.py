@@ -138,8 +138,8 @@ def dataset_payload(schema_id: str = "{{SCHEMA_ID}}") -> dict[str, Any]:
 def record_json_schema(tenant: str) -> dict[str, Any]:
     """Draft 2020-12 JSON Schema of ONE exported record, for run-time validation.
 
-    Uses only keywords that fastjsonschema compiles (no ``contains``/``minContains``): the
-    primary-identity rules are checked in code by :mod:`.validate`.
+    The primary-identity rule (exactly one ``primary: true`` across all namespaces) is not
+    expressible per namespace, so :mod:`.validate` checks it in code.
     """
     key = tenant_key(tenant)
     identity_item = {

@@ -11,10 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profile_enrichment.errors import UserError
-from profile_enrichment.export.batches import PAYLOADS, BatchInfo, clean_tmp, write_batches
+from profile_enrichment.export.batches import (
+    PAYLOADS,
+    BatchInfo,
+    clean_tmp,
+    write_batches,
+    write_checked_batches,
+)
 from profile_enrichment.export.layout import validate_tenant_id
+from profile_enrichment.export.parallel import (
+    MIN_ROWS_FOR_WORKERS,
+    checked_in_workers,
+    default_workers,
+)
 from profile_enrichment.export.payloads import dataset_payload, field_group_payload, schema_payload
-from profile_enrichment.export.records import build_records, read_profile_insights
+from profile_enrichment.export.records import (
+    build_records,
+    read_profile_batches,
+    read_profile_insights,
+)
+from profile_enrichment.export.validate import MAX_RECORD_BYTES
 from profile_enrichment.fsutil import atomic_write_text
 
 SCHEMA_ID_PLACEHOLDER = "{{SCHEMA_ID}}"
@@ -37,8 +53,8 @@ class ExportResult:
         return sum(b.reject_count for b in self.batches)
 
 
-def _run_facts(warehouse: Path) -> tuple[str, dict[str, str]]:
-    """The as-of date and the model versions of the scores in the warehouse."""
+def _run_facts(warehouse: Path) -> tuple[str, dict[str, str], int]:
+    """The as-of date, the model versions of the scores and the number of rows."""
     import duckdb
 
     if not warehouse.exists():
@@ -54,7 +70,8 @@ def _run_facts(warehouse: Path) -> tuple[str, dict[str, str]]:
             row = con.sql(
                 "select cast(max(score_date) as varchar), "
                 "max(churn_model_version), max(conversion_model_version), "
-                "max(clv_model_version), max(segment_model_version) from profile_insights"
+                "max(clv_model_version), max(segment_model_version), count(*) "
+                "from profile_insights"
             ).fetchall()[0]
         except duckdb.CatalogException as err:
             raise UserError(
@@ -63,7 +80,7 @@ def _run_facts(warehouse: Path) -> tuple[str, dict[str, str]]:
             ) from err
     finally:
         con.close()
-    as_of, churn, conversion, clv, segment = row
+    as_of, churn, conversion, clv, segment, rows = row
     if as_of is None:
         raise UserError("profile_insights is empty: there is nothing to export")
     versions = {
@@ -76,7 +93,7 @@ def _run_facts(warehouse: Path) -> tuple[str, dict[str, str]]:
         )
         if version
     }
-    return as_of, versions
+    return as_of, versions, rows
 
 
 def export_profiles(
@@ -86,12 +103,22 @@ def export_profiles(
     tenant: str,
     fmt: str = "jsonl",
     max_file_bytes: int | None = None,
+    workers: int | None = None,
 ) -> ExportResult:
-    """Write payloads to OUT/payloads/ and validated record batches to OUT/batch-<id>/."""
+    """Write payloads to OUT/payloads/ and validated record batches to OUT/batch-<id>/.
+
+    ``workers`` processes build and validate the records (:mod:`.parallel`); the default is
+    one per available core from :data:`.parallel.MIN_ROWS_FOR_WORKERS` rows on, else one.
+    Any number of workers writes the same bytes.
+    """
     tenant = validate_tenant_id(tenant)
     if fmt not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet, got {fmt!r}")
-    as_of, versions = _run_facts(warehouse)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    as_of, versions, rows = _run_facts(warehouse)
+    if workers is None:
+        workers = default_workers() if rows >= MIN_ROWS_FOR_WORKERS else 1
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_tmp(out_dir)
     payload_dir = out_dir / PAYLOADS
@@ -102,16 +129,26 @@ def export_profiles(
         ("dataset.json", dataset_payload(SCHEMA_ID_PLACEHOLDER)),
     ):
         atomic_write_text(payload_dir / name, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    records = build_records(read_profile_insights(warehouse), tenant, as_of)
     options = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
-    batches = write_batches(
-        records,
-        out_dir,
-        tenant=tenant,
-        as_of=as_of,
-        model_versions=versions,
-        schema_id=SCHEMA_ID_PLACEHOLDER,
-        fmt=fmt,
-        **options,
-    )
+    options |= {
+        "tenant": tenant,
+        "as_of": as_of,
+        "model_versions": versions,
+        "schema_id": SCHEMA_ID_PLACEHOLDER,
+        "fmt": fmt,
+        "max_record_bytes": MAX_RECORD_BYTES,
+    }
+    if workers > 1:
+        checked = checked_in_workers(
+            read_profile_batches(warehouse),
+            tenant=tenant,
+            as_of=as_of,
+            max_record_bytes=MAX_RECORD_BYTES,
+            keep_records=fmt == "parquet",
+            workers=workers,
+        )
+        batches = write_checked_batches(checked, out_dir, **options)
+    else:
+        records = build_records(read_profile_insights(warehouse), tenant, as_of)
+        batches = write_batches(records, out_dir, **options)
     return ExportResult(as_of, payload_dir, batches)
