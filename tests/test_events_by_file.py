@@ -10,6 +10,7 @@ the same four files into a fresh warehouse must hold the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import duckdb
 import pytest
 
 from conftest import query
-from test_ingestion import Build, dbt_build
+from test_ingestion import Build, dbt_build, event
 
 pytestmark = pytest.mark.dbt
 
@@ -179,3 +180,61 @@ def test_a_full_build_validates_file_by_file_too(nights: dict) -> None:
         assert rows[0] > 0, model
     outcomes = _outcomes(nights["rebuilt"])
     assert {file for file, _ in outcomes} == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "e.jsonl"}
+
+
+# ------------------------------------------------------------------------------ identity links
+# int_identity_links joins records and identities one file at a time (macros/identity/); the
+# pairs of every file are then ranked together. Pairs that span files, in both orders:
+H = hashlib.sha256(b"h@example.invalid").hexdigest()
+LINK_FILES = {
+    "a.jsonl": [
+        event("a1", "2024-03-05T12:00:00Z", {"CRMID": "C1", "ECID": "X"}),
+        event("a2", "2024-03-04T12:00:00Z", {"CRMID": "C2", "ECID": "Y"}),
+        event("a3", "2024-03-06T12:00:00Z", {"CRMID": "C3", "Email_LC_SHA256": H}),
+    ],
+    "b.jsonl": [
+        event("b1", "2024-03-02T12:00:00Z", {"CRMID": "C1", "ECID": "X"}),  # earlier, later file
+        event("b2", "2024-03-03T12:00:00Z", {"CRMID": "C1", "ECID": "Y"}),  # Y: C1 came first
+        event("b3", "2024-03-01T12:00:00Z", {"Email_LC_SHA256": H, "ECID": "Z"}),  # Z -> H -> C3
+    ],
+}
+EXPECTED_LINKS = {
+    ("ECID:X", "CRMID:C1", "2024-03-02"),
+    ("ECID:Y", "CRMID:C1", "2024-03-03"),
+    (f"Email_LC_SHA256:{H}", "CRMID:C3", "2024-03-06"),
+    ("ECID:Z", "CRMID:C3", "2024-03-06"),  # from the day both links exist
+}
+
+
+@pytest.fixture(scope="module")
+def links(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
+    work = tmp_path_factory.mktemp("links_by_file")
+    raw = work / "raw" / "events"
+    _write(raw, {name: [json.dumps(r) for r in records] for name, records in LINK_FILES.items()})
+    builds = {}
+    for name, by_file in (("by_file", True), ("one_query", False)):
+        build = dbt_build(work / name, raw.parent, "+int_identity_links", events_by_file=by_file)
+        assert build.result.returncode == 0, build.result.stdout[-3000:]
+        builds[name] = build
+    return builds
+
+
+def _links(build: Build) -> set[tuple[str, str, str]]:
+    rows = query(
+        build.warehouse,
+        "select alias_key, person_key, cast(linked_date as varchar) from int_identity_links",
+    )
+    return {tuple(row) for row in rows}
+
+
+def test_identity_links_rank_pairs_across_files(links: dict[str, Build]) -> None:
+    assert _links(links["by_file"]) == EXPECTED_LINKS
+    assert _links(links["one_query"]) == EXPECTED_LINKS
+
+
+def test_identity_links_are_joined_file_by_file(links: dict[str, Build]) -> None:
+    """By file, the model's compiled query selects no pair: the post-hook wrote every row."""
+    for name, conditions in (("by_file", 2), ("one_query", 0)):
+        target = links[name].warehouse.parent / "target" / "compiled" / "profile_enrichment"
+        compiled = (target / "models/intermediate/identity/int_identity_links.sql").read_text()
+        assert compiled.count("where false") == conditions, name

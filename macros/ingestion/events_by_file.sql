@@ -21,7 +21,14 @@
     models as tables, in one query each.
 -#}
 {% macro events_by_file() -%}
-    {{ return(profile_enrichment.staging_materialization() == 'incremental') }}
+    {%- set wanted = var('events_by_file', true) | string | lower not in ('false', '0', 'no') -%}
+    {{ return(wanted and profile_enrichment.staging_materialization() == 'incremental') }}
+{%- endmacro %}
+
+
+{#- The materialization of a model built by file where events_by_file(), else in one query. -#}
+{% macro by_file_materialization() -%}
+    {{ return('incremental' if profile_enrichment.events_by_file() else 'table') }}
 {%- endmacro %}
 
 

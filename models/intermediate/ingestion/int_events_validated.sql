@@ -1,6 +1,6 @@
 {{
     config(
-        materialized=profile_enrichment.staging_materialization(),
+        materialized=profile_enrichment.by_file_materialization(),
         incremental_strategy='append',
         full_refresh=profile_enrichment.staging_full_refresh(),
         on_schema_change='fail',
