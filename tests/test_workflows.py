@@ -196,6 +196,40 @@ def test_first_good_model_is_published_and_scores_its_population(kind, tmp_path)
             assert isinstance(factor["value"], float)
 
 
+def test_factors_json_leaves_out_what_is_missing() -> None:
+    """One JSON array per row, keys sorted, in factor order: a factor without a code is left
+    out, a factor without a value has no "value" key, a row without any factor is None."""
+
+    def factor(k: int, code, value, importance="high", direction="increases") -> dict:
+        return {
+            f"factor_{k}_code": code,
+            f"factor_{k}_value": value,
+            f"factor_{k}_importance": importance,
+            f"factor_{k}_direction": direction,
+        }
+
+    rows = [
+        factor(1, "orders_365d", 3.0) | factor(2, "recency_days", 0.1234567) | factor(3, "x", 1),
+        factor(1, "orders_365d", np.nan, "low", "decreases")
+        | factor(2, None, 5.0)
+        | factor(3, "recency_days", 2.5),
+        factor(1, None, 1.0) | factor(2, None, 2.0) | factor(3, None, 3.0),
+    ]
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        if not column.endswith("_value"):
+            frame[column] = pd.array(frame[column], dtype="str")  # as score_propensity makes them
+    assert workflows._factors_json(frame) == [
+        '[{"code": "orders_365d", "direction": "increases", "importance": "high", "value": 3.0}, '
+        '{"code": "recency_days", "direction": "increases", "importance": "high", '
+        '"value": 0.123457}, '
+        '{"code": "x", "direction": "increases", "importance": "high", "value": 1.0}]',
+        '[{"code": "orders_365d", "direction": "decreases", "importance": "low"}, '
+        '{"code": "recency_days", "direction": "increases", "importance": "high", "value": 2.5}]',
+        None,
+    ]
+
+
 def test_rerun_on_identical_inputs_reuses_the_version_and_scores(champion_root) -> None:
     root, first_scores, version = champion_root
     before = registry_state(root)
