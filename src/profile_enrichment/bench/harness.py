@@ -58,7 +58,7 @@ TARGETS: tuple[tuple[str, str, float, str, str], ...] = (
     ("no_change_vs_full", "no-change rerun vs full", 0.1, "le", "x"),
     ("clv_speedup_vs_lifetimes", "CLV fit speed-up vs lifetimes", 10.0, "ge", "x"),
     ("clv_max_param_difference_pct", "CLV parameters vs lifetimes", 0.1, "le", "%"),
-    ("export_seconds", "export + validation of the profile records", 15.0, "le", "s"),
+    ("export_seconds_per_million", "export + validation, per 1M profile records", 15.0, "le", "s"),
     ("generate_seconds", "generating the events", 60.0, "le", "s"),
 )
 
@@ -950,6 +950,7 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
         + [b.get("process", {}).get("peak_rss_bytes", 0) for b in base.values()]
     )
     diff = lifetimes.get("max_relative_param_difference")
+    export = stages.get("export", {})
     return {
         "full_refresh_seconds": full.get("seconds"),
         "peak_rss_gb": round(peak / 1e9, 3),
@@ -963,13 +964,24 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "no_change_vs_full": ratio(no_change.get("seconds"), full.get("seconds")),
         "clv_speedup_vs_lifetimes": ratio(lifetimes.get("seconds"), lifetimes.get("ours_seconds")),
         "clv_max_param_difference_pct": None if diff is None else round(100 * diff, 5),
-        "export_seconds": stages.get("export", {}).get("seconds"),
+        "export_seconds": export.get("seconds"),
+        # the target is stated for 1M records; a run exports as many as have features
+        "export_seconds_per_million": (
+            round(export["seconds"] * 1e6 / export["records"], 3)
+            if export.get("seconds") and export.get("records")
+            else None
+        ),
         "generate_seconds": stages["generate"].get("seconds"),
     }
 
 
 #: Targets in absolute units hold at 20M events; a smaller run is not judged against them.
-ABSOLUTE_TARGETS = ("full_refresh_seconds", "peak_rss_gb", "export_seconds", "generate_seconds")
+ABSOLUTE_TARGETS = (
+    "full_refresh_seconds",
+    "peak_rss_gb",
+    "export_seconds_per_million",
+    "generate_seconds",
+)
 #: The absolute targets are judged on runs of 15M-30M events (the 100M scale run is not).
 TARGET_SIZE_EVENTS = (15_000_000, 30_000_000)
 
