@@ -136,7 +136,7 @@ def test_ratios_targets_and_markdown(bench_run):
     assert len(results["load_average"]["start"]) == 3
     # which code was measured: the checkout's commit (+changes when the work tree differs)
     assert re.fullmatch(r"[0-9a-f]{12}(\+changes)?", results["code_version"] or ""), results
-    assert path.stem.endswith("-c3000-d540")  # not the default size or history: named so
+    assert path.stem.endswith("-c3000-d540-m2GB")  # not the default size, history or memory
     md = path.with_suffix(".md").read_text()
     assert "| full refresh (`run`: dbt build from empty + export + validation) |" in md
     assert "vs raw DuckDB SQL" in md and "vs lifetimes" in md

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -625,9 +626,14 @@ def measured_stop_points(stages: dict[str, Any], baselines: dict[str, Any]) -> l
 PIPELINE_STAGE_NAMES = ("full_refresh", "incremental_refresh", "no_change_rerun")
 
 
-def _results_name(customers: int, days: int, info: dict[str, Any]) -> str:
+def _results_name(
+    customers: int, days: int, info: dict[str, Any], memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> str:
     suffix = "" if customers == DEFAULT_CUSTOMERS else f"-c{customers}"
     suffix += "" if days == DEFAULT_DAYS else f"-d{days}"  # another history: another file
+    # another memory limit: another file, so a run at 4GB does not replace the day's 8GB run
+    if memory_limit != DEFAULT_MEMORY_LIMIT:
+        suffix += "-m" + re.sub(r"[^0-9A-Za-z.]", "", memory_limit)
     return f"{machine_slug(info)}{suffix}"
 
 
@@ -729,7 +735,7 @@ def run_bench(
     info = machine_info()
     code = code_version(project_dir)
     changes = code_changes_digest(project_dir)
-    name = _results_name(customers, days, info)
+    name = _results_name(customers, days, info, memory_limit)
     results_dir.mkdir(parents=True, exist_ok=True)
     wanted = {
         "customers": customers,
