@@ -365,8 +365,9 @@ def write_checked_batches(
     """Write validated records (``checked``, in order) as batch folders under ``out_dir``.
 
     ``checked`` must have been validated with ``max_record_bytes`` and the same tenant (see
-    :class:`.validate.RecordValidator`): :func:`write_batches` does that in this process,
-    :mod:`.parallel` in worker processes.
+    :class:`.validate.RecordValidator`): :func:`write_batches` does that for records it is
+    given, and :func:`.parallel.checked_in_workers` for ``profile_insights`` batches (the
+    export's one path, in one process or several).
 
     Files are split at ``max_file_bytes`` (a single larger record gets a file of its own);
     a new batch starts when ``max_files_per_batch`` or ``max_batch_bytes`` would be exceeded.

@@ -62,7 +62,12 @@ def checked_in_workers(
     keep_records: bool,
     workers: int,
 ) -> Iterator[Checked]:
-    """:func:`check_batch` over ``batches`` in ``workers`` processes, yielded in input order."""
+    """:func:`check_batch` over ``batches`` in ``workers`` processes, yielded in input order
+    (``workers`` 1: in this process, with no pool to start)."""
+    if workers == 1:
+        for batch in batches:
+            yield from check_batch(batch, tenant, as_of, max_record_bytes, keep_records)
+        return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     pending: deque[Future[list[Checked]]] = deque()
     try:

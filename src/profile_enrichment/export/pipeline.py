@@ -15,7 +15,6 @@ from profile_enrichment.export.batches import (
     PAYLOADS,
     BatchInfo,
     clean_tmp,
-    write_batches,
     write_checked_batches,
 )
 from profile_enrichment.export.layout import validate_tenant_id
@@ -25,11 +24,7 @@ from profile_enrichment.export.parallel import (
     default_workers,
 )
 from profile_enrichment.export.payloads import dataset_payload, field_group_payload, schema_payload
-from profile_enrichment.export.records import (
-    build_records,
-    read_profile_batches,
-    read_profile_insights,
-)
+from profile_enrichment.export.records import read_profile_batches
 from profile_enrichment.export.validate import MAX_RECORD_BYTES
 from profile_enrichment.fsutil import atomic_write_text
 
@@ -138,17 +133,13 @@ def export_profiles(
         "fmt": fmt,
         "max_record_bytes": MAX_RECORD_BYTES,
     }
-    if workers > 1:
-        checked = checked_in_workers(
-            read_profile_batches(warehouse),
-            tenant=tenant,
-            as_of=as_of,
-            max_record_bytes=MAX_RECORD_BYTES,
-            keep_records=fmt == "parquet",
-            workers=workers,
-        )
-        batches = write_checked_batches(checked, out_dir, **options)
-    else:
-        records = build_records(read_profile_insights(warehouse), tenant, as_of)
-        batches = write_batches(records, out_dir, **options)
+    checked = checked_in_workers(
+        read_profile_batches(warehouse),
+        tenant=tenant,
+        as_of=as_of,
+        max_record_bytes=MAX_RECORD_BYTES,
+        keep_records=fmt == "parquet",
+        workers=workers,
+    )
+    batches = write_checked_batches(checked, out_dir, **options)
     return ExportResult(as_of, payload_dir, batches)
