@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -802,6 +804,54 @@ def test_ml_config_from_meta_casts_vars_and_rejects_bad_ones() -> None:
     assert workflows.MLConfig.from_meta(None, AS_OF) == config_at(Path("data/artifacts"))
     with pytest.raises(UserError, match="propensity_min_rows must be int"):
         workflows.MLConfig.from_meta({"propensity_min_rows": "many"}, AS_OF)
+    assert workflows.MLConfig.from_meta({"ml_models_at_once": "2"}, AS_OF).models_at_once == 2
+    with pytest.raises(UserError, match="ml_models_at_once must be 1 or more, got 0"):
+        workflows.MLConfig.from_meta({"ml_models_at_once": "0"}, AS_OF)
+
+
+def _enter_slots(config: workflows.MLConfig, n_models: int, inside) -> list[BaseException]:
+    """Run ``n_models`` threads (dbt's threads, each a Python model) through memory_slot."""
+    errors: list[BaseException] = []
+
+    def one_model() -> None:
+        try:
+            with workflows.memory_slot(config):
+                inside()
+        except BaseException as err:  # reported to the test, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=one_model) for _ in range(n_models)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return errors
+
+
+def test_memory_slot_lets_one_python_model_hold_its_frames_at_a_time() -> None:
+    guard, active, most, done = threading.Lock(), [0], [0], []
+
+    def inside() -> None:
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.02)  # long enough for another thread to get in if nothing stops it
+        with guard:
+            active[0] -= 1
+            done.append(1)
+
+    assert _enter_slots(config_at(Path(".")), 4, inside) == []
+    assert len(done) == 4 and most[0] == 1
+
+
+def test_memory_slot_with_two_slots_lets_two_models_in_together() -> None:
+    meeting = threading.Barrier(2, timeout=30)  # passes only if both are inside at once
+    two = workflows.MLConfig.from_meta({"ml_models_at_once": 2}, AS_OF)
+    assert _enter_slots(two, 2, meeting.wait) == []
+    one = workflows.MLConfig.from_meta({"ml_models_at_once": 1}, AS_OF)
+    broken = _enter_slots(one, 2, threading.Barrier(2, timeout=0.5).wait)
+    assert broken and all(isinstance(e, threading.BrokenBarrierError) for e in broken)
 
 
 def test_run_drift_flags_a_shifted_feature() -> None:

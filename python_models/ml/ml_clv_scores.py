@@ -12,8 +12,10 @@ def model(dbt, session):
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_clv_scores")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    features = workflows.to_pandas(dbt.ref("customer_features"))
-    holdout = workflows.latest_snapshot(
-        dbt.ref("int_training_examples").filter("future_revenue is not null")
-    )
-    return workflows.run_clv(features, workflows.open_registry(config), config, holdout)
+    with workflows.memory_slot(config):  # var ml_models_at_once
+        features = workflows.to_pandas(dbt.ref("customer_features"))
+        holdout = workflows.latest_snapshot(
+            dbt.ref("int_training_examples").filter("future_revenue is not null")
+        )
+        output = workflows.run_clv(features, workflows.open_registry(config), config, holdout)
+    return output

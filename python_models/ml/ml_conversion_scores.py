@@ -12,13 +12,17 @@ def model(dbt, session):
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_conversion_scores")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    features, _ = workflows.feature_lists(dbt.ref("feature_catalog"))
-    training = workflows.bounded_rows(
-        dbt.ref("int_training_examples").filter(
-            "is_conversion_eligible and is_converted is not null"
-        ),
-        config,
-    )
-    scoring = workflows.to_pandas(dbt.ref("customer_features"))
-    registry = workflows.open_registry(config)
-    return workflows.run_propensity("conversion", training, scoring, features, registry, config)
+    with workflows.memory_slot(config):  # var ml_models_at_once
+        features, _ = workflows.feature_lists(dbt.ref("feature_catalog"))
+        training = workflows.bounded_rows(
+            dbt.ref("int_training_examples").filter(
+                "is_conversion_eligible and is_converted is not null"
+            ),
+            config,
+        )
+        scoring = workflows.to_pandas(dbt.ref("customer_features"))
+        registry = workflows.open_registry(config)
+        output = workflows.run_propensity(
+            "conversion", training, scoring, features, registry, config
+        )
+    return output

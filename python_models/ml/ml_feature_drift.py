@@ -12,14 +12,16 @@ def model(dbt, session):
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_feature_drift")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    features, _ = workflows.feature_lists(dbt.ref("feature_catalog"))
-    columns = features or ["customer_id"]
-    training = workflows.bounded_rows(
-        dbt.ref("int_training_examples").filter(
-            "is_churned is not null or is_converted is not null"
-        ),
-        config,
-        columns,
-    )
-    scoring = workflows.to_pandas(dbt.ref("customer_features"), columns)
-    return workflows.run_drift(training, scoring, features, config)
+    with workflows.memory_slot(config):  # var ml_models_at_once
+        features, _ = workflows.feature_lists(dbt.ref("feature_catalog"))
+        columns = features or ["customer_id"]
+        training = workflows.bounded_rows(
+            dbt.ref("int_training_examples").filter(
+                "is_churned is not null or is_converted is not null"
+            ),
+            config,
+            columns,
+        )
+        scoring = workflows.to_pandas(dbt.ref("customer_features"), columns)
+        output = workflows.run_drift(training, scoring, features, config)
+    return output

@@ -12,6 +12,10 @@ def model(dbt, session):
     if as_of is None:  # no accepted events, or dbt build --empty
         return workflows.empty_output("ml_segments")
     config = workflows.MLConfig.from_meta(dbt.config.get("meta"), as_of)
-    _, segmentation = workflows.feature_lists(dbt.ref("feature_catalog"))
-    features = workflows.to_pandas(dbt.ref("customer_features"))
-    return workflows.run_segments(features, segmentation, workflows.open_registry(config), config)
+    with workflows.memory_slot(config):  # var ml_models_at_once
+        _, segmentation = workflows.feature_lists(dbt.ref("feature_catalog"))
+        features = workflows.to_pandas(dbt.ref("customer_features"))
+        output = workflows.run_segments(
+            features, segmentation, workflows.open_registry(config), config
+        )
+    return output
