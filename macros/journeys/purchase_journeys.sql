@@ -144,12 +144,18 @@ coalesce(
 {%- endmacro %}
 
 
+{#- The identity_key of every accepted event on or after `cutoff_date` (SQL for a date). -#}
+{% macro journeys_changed_identities(cutoff_date) -%}
+select changed.identity_key
+from {{ ref('int_events_accepted') }} as changed
+where changed.event_date >= {{ cutoff_date }}
+{%- endmacro %}
+
+
 {#- The identities with an accepted event on or after `cutoff_date` (SQL for a date). -#}
 {% macro journeys_identities_since(cutoff_date) -%}
 identity_key in (
-    select changed.identity_key
-    from {{ ref('int_events_accepted') }} as changed
-    where changed.event_date >= {{ cutoff_date }}
+    {{ profile_enrichment.journeys_changed_identities(cutoff_date) }}
 )
 {%- endmacro %}
 
@@ -172,9 +178,9 @@ identity_key in (
         {%- else -%}
             {#- Fixed before any delete: deleting rows would move the newest purchase date. -#}
             {%- do run_query(
-                'create or replace temporary table ' ~ changed ~ ' as select distinct identity_key from '
-                ~ accepted ~ ' where ' ~ profile_enrichment.journeys_identities_since(
-                    profile_enrichment.journeys_cutoff_date())) -%}
+                'create or replace temporary table ' ~ changed ~ ' as select distinct identity_key from ('
+                ~ profile_enrichment.journeys_changed_identities(
+                    profile_enrichment.journeys_cutoff_date()) ~ ') as since_cutoff') -%}
             {%- set wanted = 'identity_key in (select identity_key from ' ~ changed ~ ')' -%}
             {%- set rows = run_query(
                 'select count(*) from ' ~ accepted ~ ' where ' ~ wanted).columns[0].values()[0] -%}
